@@ -5,6 +5,31 @@ the label mask covers the answer tokens *and the EOS token after them* (as TOFU'
 code does), never the prompt. EOS counts because a model that stops after the answer
 has learned where the answer ends; leaving it out would let a model "forget" only by
 rambling on.
+
+Tokenisation (as TOFU and open-unlearning do): the whole text ``prompt + answer_prefix +
+answer`` is tokenised once, and only the tokens after the prompt are labelled. Tokenising
+the answer on its own and appending it would bias every likelihood on SentencePiece
+tokenizers — Llama-2's turns ``" The"`` alone into ``▁ ▁The`` (an extra label token and a
+different first token) — and the same goes for text after a chat template.
+
+* Border. ``n`` = length of the longest common prefix of the prompt's ids (tokenised
+  alone) and the full text's ids; labels start at ``n``. For a tokenizer that does not
+  merge across the prompt/answer border (every usual case: the prompt ends a word and
+  ``answer_prefix`` starts the next one) the prompt's ids *are* that prefix, ``n`` is
+  their length, and :func:`encode_prompt` — the generation prompt — is exactly the ids the
+  labels start after, so the model generates from the very ids its answers are scored
+  after. If a token spans the border, the full text's ids from ``n`` on are labelled: the
+  whole answer stays scored, together with the merged token's bit of prompt text;
+  generation (which cannot know the answer) then starts from the prompt's own ids. A
+  prompt ending in whitespace invites such merges: put the space in ``answer_prefix``.
+* BOS: first whenever the tokenizer has one (its post-processor's, else prepended);
+  ``template="chat"`` tokenises the rendered template without special tokens, since chat
+  templates carry their own BOS — never doubled. The answer follows the rendered
+  generation prompt as plain text (not rendered as an assistant turn), so the labels end
+  with EOS, not the template's end-of-turn marker, exactly what generation stops at.
+* EOS: ``eos_token_id`` is appended after the answer unless the full ids already end with
+  it (a tokenizer that appends EOS itself); a tokenizer-appended EOS is dropped from the
+  generation prompt.
 """
 
 from __future__ import annotations
@@ -32,9 +57,8 @@ class PromptFormat:
         return self.template.format(question=question)
 
 
-def encode_prompt(tokenizer, fmt: PromptFormat, question: str) -> list[int]:
-    """Prompt ids, with BOS when the tokenizer adds one (chat templates carry their own)."""
-    text = fmt.prompt(tokenizer, question)
+def _encode_text(tokenizer, fmt: PromptFormat, text: str) -> list[int]:
+    """Ids of ``text`` with BOS when the tokenizer adds one (chat templates carry their own)."""
     add_special = fmt.template != "chat"
     ids = tokenizer(text, add_special_tokens=add_special)["input_ids"]
     if add_special and tokenizer.bos_token_id is not None and (not ids or ids[0] != tokenizer.bos_token_id):
@@ -42,16 +66,52 @@ def encode_prompt(tokenizer, fmt: PromptFormat, question: str) -> list[int]:
     return ids
 
 
+def _prompt_ids(tokenizer, fmt: PromptFormat, prompt: str) -> list[int]:
+    """The prompt's own ids, less an EOS the tokenizer appended (a prompt must not end the text)."""
+    ids = _encode_text(tokenizer, fmt, prompt)
+    eos = tokenizer.eos_token_id
+    if len(ids) > 1 and eos is not None and ids[-1] == eos and not prompt.endswith(str(tokenizer.eos_token)):
+        ids = ids[:-1]
+    return ids
+
+
+def _encode_full(tokenizer, fmt: PromptFormat, question: str, answer: str) -> tuple[list[int], int]:
+    """(ids of prompt + answer_prefix + answer, ending in EOS; index of the first labelled id)."""
+    prompt = fmt.prompt(tokenizer, question)
+    prompt_ids = _prompt_ids(tokenizer, fmt, prompt)
+    ids = _encode_text(tokenizer, fmt, prompt + fmt.answer_prefix + answer)
+    start = 0
+    for a, b in zip(prompt_ids, ids):
+        if a != b:
+            break
+        start += 1
+    if not ids or ids[-1] != tokenizer.eos_token_id or len(ids) == start:
+        ids = ids + [tokenizer.eos_token_id]
+    return ids, start
+
+
+def encode_prompt(tokenizer, fmt: PromptFormat, question: str) -> list[int]:
+    """Generation prompt: the prompt's own ids, with BOS when the tokenizer adds one (chat
+    templates carry their own). Unless a token spans the prompt/answer border, these are
+    exactly the ids :func:`encode_qa` labels after (see the module docstring)."""
+    return _prompt_ids(tokenizer, fmt, fmt.prompt(tokenizer, question))
+
+
 def encode_qa(tokenizer, fmt: PromptFormat, question: str, answer: str, max_length: int | None = None):
-    """Return (input_ids, labels) with the prompt masked; answer + EOS are labelled."""
-    prompt_ids = encode_prompt(tokenizer, fmt, question)
-    answer_ids = tokenizer(fmt.answer_prefix + answer, add_special_tokens=False)["input_ids"]
-    answer_ids = answer_ids + [tokenizer.eos_token_id]
-    input_ids = prompt_ids + answer_ids
-    labels = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
+    """Return (input_ids, labels): ``prompt + answer_prefix + answer`` tokenised once, EOS
+    appended; the prompt is masked, the ids after it (answer + EOS) are labelled. Both are
+    cut to ``max_length`` when given."""
+    input_ids, start = _encode_full(tokenizer, fmt, question, answer)
+    labels = [IGNORE_INDEX] * start + input_ids[start:]
     if max_length is not None and len(input_ids) > max_length:
         input_ids, labels = input_ids[:max_length], labels[:max_length]
     return input_ids, labels
+
+
+def answer_length(tokenizer, fmt: PromptFormat, question: str, answer: str) -> int:
+    """Number of answer tokens :func:`encode_qa` labels, without the EOS."""
+    input_ids, start = _encode_full(tokenizer, fmt, question, answer)
+    return len(input_ids) - start - 1
 
 
 def encode_examples(tokenizer, fmt: PromptFormat, examples, answer_key: str = "answer", max_length: int | None = None):

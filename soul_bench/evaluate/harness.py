@@ -16,7 +16,8 @@ BOS: ``add_bos_token=None`` (the default) leaves lm-eval's own default, which en
 the tokenizer's default special tokens — the embedded BPE tokenizer prepends ``<s>`` by
 itself, so lm-eval scores ``<s> Question: …\\nAnswer:`` + `` <choice>`` exactly as
 ``soul_bench.data.encode_qa`` does (only without the EOS that our likelihoods add after
-the answer). ``True`` / ``False`` force ``add_special_tokens`` on or off. Published lm-eval
+the answer): both tokenise context + continuation once and score the ids after the
+context's own ids. ``True`` / ``False`` force ``add_special_tokens`` on or off. Published lm-eval
 numbers use the default, so keep it unless a model was trained differently.
 """
 

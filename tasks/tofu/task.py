@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from soul_bench.data import answer_length
 from soul_bench.errors import ModelCheckError, UserError
 from soul_bench.evaluate import metrics as M
 from soul_bench.evaluate import mia
@@ -183,8 +184,7 @@ class Tofu(Task):
         # One batched greedy-generation pass over every question.
         questions = [(name, item) for name, items in eval_sets.items() for item in items]
         margin = int(options.get("generation_margin", 8))
-        budgets = [len(tokenizer(fmt.answer_prefix + item["answer"], add_special_tokens=False)["input_ids"]) + margin
-                   for _, item in questions]
+        budgets = [answer_length(tokenizer, fmt, item["question"], item["answer"]) + margin for _, item in questions]
         clock = time.perf_counter()
         generations = generate_answers(model, tokenizer, fmt, [item["question"] for _, item in questions], budgets, batch_size)
         timings["generation_s"] = time.perf_counter() - clock
