@@ -10,7 +10,7 @@ import torch
 
 from soul_bench.data import PromptFormat, encode_qa
 from soul_bench.evaluate import mia
-from soul_bench.evaluate.likelihood import _token_stats, answer_nll
+from soul_bench.evaluate.likelihood import STAT_KEYS, _token_stats, answer_nll
 
 LN2 = math.log(2.0)
 
@@ -21,12 +21,44 @@ def test_loss_score_is_mean_log_prob():
     assert mia.loss_score([-1.0, -2.0, -3.0]) == pytest.approx(-2.0)
 
 
-def test_zlib_score_divides_sum_nll_by_compressed_length():
+def test_zlib_score_divides_avg_nll_by_compressed_length():
     text = "abc"
     entropy = len(zlib.compress(text.encode("utf-8")))
     assert entropy == 11  # 2-byte header + 5 deflate bytes for "abc" + 4-byte Adler-32
-    # sum NLL = 1 + 2 + 3 = 6 → score = −6 / 11
-    assert mia.zlib_score([-1.0, -2.0, -3.0], text) == pytest.approx(-6.0 / 11.0)
+    # avg NLL = (1 + 2 + 3) / 3 = 2 → score = −2 / 11 (Carlini et al. / mimir / open-unlearning;
+    # the old sum-NLL variant gave −6 / 11)
+    assert mia.zlib_score([-1.0, -2.0, -3.0], text) == pytest.approx(-2.0 / 11.0)
+    # token count no longer scales the score: the same avg NLL over 6 tokens scores the same
+    assert mia.zlib_score([-2.0] * 6, text) == pytest.approx(-2.0 / 11.0)
+    # LOSS and ZLib keep every position they are given (answer + EOS): no is_eos parameter
+    assert mia.loss_score([-1.0, -2.0, -6.0]) == pytest.approx(-3.0)
+
+
+# ------------------------------------------------------------------ EOS in token-level scores
+def test_scored_positions_drop_eos_and_fall_back_when_only_eos():
+    assert mia.scored_positions([False, False, True], 3).tolist() == [True, True, False]
+    assert mia.scored_positions(None, 2).tolist() == [True, True]  # include_eos
+    assert mia.scored_positions([False, False], 2).tolist() == [True, True]  # truncated: no EOS
+    assert mia.scored_positions([True], 1).tolist() == [True]  # EOS only (empty answer): kept
+    with pytest.raises(ValueError):
+        mia.scored_positions([False, True], 3)
+
+
+def test_min_k_with_eos_dropped_and_kept():
+    lp = [-3.0, -1.0, -2.0, -6.0]  # the last position is the EOS
+    eos = [False, False, False, True]
+    # kept: n = 4, ⌊0.4·4⌋ = 1 lowest → −6; dropped: n = 3, ⌊1.2⌋ = 1 lowest of (−3, −1, −2) → −3
+    assert mia.min_k_score(lp, 0.4) == pytest.approx(-6.0)
+    assert mia.min_k_score(lp, 0.4, is_eos=eos) == pytest.approx(-3.0)
+    # k = 1: the mean, −12/4 = −3 kept vs −6/3 = −2 dropped
+    assert mia.min_k_score(lp, 1.0) == pytest.approx(-3.0)
+    assert mia.min_k_score(lp, 1.0, is_eos=eos) == pytest.approx(-2.0)
+    # k = 0.5: kept ⌊2⌋ = 2 lowest (−6, −3) → −4.5; dropped ⌊1.5⌋ = 1 → −3
+    assert mia.min_k_score(lp, 0.5) == pytest.approx(-4.5)
+    assert mia.min_k_score(lp, 0.5, is_eos=eos) == pytest.approx(-3.0)
+    # an answer cut short (no EOS flagged) keeps every token; an EOS-only answer keeps its EOS
+    assert mia.min_k_score(lp, 1.0, is_eos=[False] * 4) == pytest.approx(-3.0)
+    assert mia.min_k_score([-6.0], 0.4, is_eos=[True]) == pytest.approx(-6.0)
 
 
 def test_min_k_score_averages_the_lowest_fraction():
@@ -74,9 +106,55 @@ def test_min_k_plus_plus_on_a_three_token_vocabulary():
         mia.min_k_plus_plus_score(lp, mu[:2], sigma, k=0.4)
 
 
+def eos_example():
+    """The three positions of three_token_example plus an EOS position (EOS = token id 0 here):
+    p = (½, ¼, ¼), true token 0 → log p = −ln2, z = +1, argmax match True.
+    Labels 0, 1, 2, 0: token 0 also occurs as the first answer token; only the last is the EOS."""
+    logits, labels, lp, mu, sigma = three_token_example()
+    logits = torch.cat([logits, torch.tensor([[0.5, 0.25, 0.25]], dtype=torch.float64).log()])
+    return (logits, torch.cat([labels, torch.tensor([0])]), np.append(lp, -LN2), np.append(mu, -1.5 * LN2),
+            np.append(sigma, 0.5 * LN2))
+
+
+def test_min_k_plus_plus_with_eos_dropped_and_kept():
+    _, _, lp, mu, sigma = eos_example()
+    eos = [False, False, False, True]
+    # z = (+1, −1, −1, +1 EOS). k = 1: kept (1 − 1 − 1 + 1)/4 = 0; dropped (1 − 1 − 1)/3 = −1/3
+    assert mia.min_k_plus_plus_score(lp, mu, sigma, k=1.0) == pytest.approx(0.0, abs=1e-12)
+    assert mia.min_k_plus_plus_score(lp, mu, sigma, k=1.0, is_eos=eos) == pytest.approx(-1.0 / 3.0)
+    # k = 0.75: kept ⌊3⌋ = 3 lowest (−1, −1, +1) → −1/3; dropped ⌊2.25⌋ = 2 lowest → −1
+    assert mia.min_k_plus_plus_score(lp, mu, sigma, k=0.75) == pytest.approx(-1.0 / 3.0)
+    assert mia.min_k_plus_plus_score(lp, mu, sigma, k=0.75, is_eos=eos) == pytest.approx(-1.0)
+
+
+def test_token_stats_flag_only_the_final_eos():
+    logits, labels, lp, mu, sigma = eos_example()
+    logprobs = torch.log_softmax(logits, dim=-1).gather(1, labels[:, None]).squeeze(1)
+    stats = {key: [None] for key in STAT_KEYS}
+    _token_stats(logits.float(), labels, logprobs, stats, 0, eos_token_id=0)
+    # label 0 at position 0 is an answer token; the last label 0 is the EOS
+    assert stats["token_is_eos"][0].tolist() == [False, False, False, True]
+    assert stats["token_is_eos"][0].dtype == bool
+    np.testing.assert_allclose(stats["token_logprobs"][0], lp, rtol=1e-6)
+    assert stats["argmax_match"][0].tolist() == [True, False, False, True]
+    # an answer cut by max_length ends in an answer token: no EOS
+    _token_stats(logits[:3].float(), labels[:3], logprobs[:3], stats, 0, eos_token_id=0)
+    assert stats["token_is_eos"][0].tolist() == [False, False, False]
+    _token_stats(logits.float(), labels, logprobs, stats, 0, eos_token_id=2)
+    assert stats["token_is_eos"][0].tolist() == [False, False, False, False]
+
+
+def test_mask_eos_label():
+    eos = 9
+    assert mia.mask_eos_label([-100, -100, 5, 6, eos], eos) == [-100, -100, 5, 6, -100]
+    assert mia.mask_eos_label([-100, eos, 6, eos], eos) == [-100, eos, 6, -100]  # only the last one
+    assert mia.mask_eos_label([-100, -100, 5, 6], eos) == [-100, -100, 5, 6]  # truncated: no EOS
+    assert mia.mask_eos_label([-100, eos], eos) == [-100, eos]  # EOS only: kept
+
+
 def test_token_stats_of_the_three_token_example():
     logits, labels, lp, mu, sigma = three_token_example()
-    stats = {key: [None] for key in ("token_logprobs", "token_mu", "token_sigma", "argmax_match")}
+    stats = {key: [None] for key in STAT_KEYS}
     logprobs = torch.log_softmax(logits, dim=-1).gather(1, labels[:, None]).squeeze(1)
     _token_stats(logits.float(), labels, logprobs, stats, 0)
     np.testing.assert_allclose(stats["token_logprobs"][0], lp, rtol=1e-6)
@@ -139,6 +217,23 @@ def test_exact_memorisation_and_extraction_strength(matches, em, es):
     assert mia.extraction_strength(matches) == pytest.approx(es)
 
 
+@pytest.mark.parametrize("matches, kept, dropped", [
+    # EOS right: kept EM 3/4, ES 1 − 2/4 (last miss at 1); dropped EM 2/3, ES 1 − 2/3
+    ([True, False, True, True], (3 / 4, 1 / 2), (2 / 3, 1 / 3)),
+    # the answer perfect, the EOS missed: kept EM 3/4, ES 0 (k* = |y|); dropped EM 1, ES 1
+    ([True, True, True, False], (3 / 4, 0.0), (1.0, 1.0)),
+    # EOS only (empty answer): kept either way
+    ([False], (0.0, 0.0), (0.0, 0.0)),
+])
+def test_memorisation_with_eos_dropped_and_kept(matches, kept, dropped):
+    eos = [False] * (len(matches) - 1) + [True]
+    assert (mia.exact_memorisation(matches), mia.extraction_strength(matches)) == pytest.approx(kept)
+    assert (mia.exact_memorisation(matches, eos), mia.extraction_strength(matches, eos)) == pytest.approx(dropped)
+    # no EOS flagged (a truncated answer): every token counts
+    none = [False] * len(matches)
+    assert (mia.exact_memorisation(matches, none), mia.extraction_strength(matches, none)) == pytest.approx(kept)
+
+
 # ------------------------------------------------------------------ with a tiny Llama
 SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Ada wrote about engines and numbers.",
              "Paris is the capital of France.", "Water boils at one hundred degrees."] * 3
@@ -188,12 +283,14 @@ def test_answer_nll_token_stats_match_a_direct_computation(tiny):
         np.testing.assert_array_equal(out["argmax_match"][i], match)
         assert out["token_logprobs"][i].dtype == np.float32 and out["argmax_match"][i].dtype == bool
         assert -out["token_logprobs"][i].sum() == pytest.approx(out["sum_nll"][i], rel=1e-5)
+        # the EOS encode_qa appends is the last scored position, and the only one flagged
+        assert out["token_is_eos"][i].tolist() == [False] * (len(lp) - 1) + [True]
 
 
 def test_answer_nll_token_stats_for_some_items_only(tiny):
     model, tokenizer, fmt = tiny
     out = answer_nll(model, tokenizer, fmt, PAIRS, keep_token_stats=[1, 3])
-    for key in ("token_logprobs", "token_mu", "token_sigma", "argmax_match"):
+    for key in ("token_logprobs", "token_mu", "token_sigma", "argmax_match", "token_is_eos"):
         assert out[key][0] is None and out[key][2] is None
         assert out[key][1] is not None and out[key][3] is not None
     assert "token_mu" not in answer_nll(model, tokenizer, fmt, PAIRS)
@@ -206,15 +303,26 @@ def test_gradnorm_scores_are_negated_mean_norms_and_leave_no_trace(tiny):
     assert scores.shape == (2,) and np.all(np.isfinite(scores)) and np.all(scores < 0)
     assert not model.training
     assert all(p.grad is None for p in model.parameters())
-    # by hand for the first pair: mean over parameter tensors of ‖∇ mean NLL‖₂
-    from soul_bench.data import collate
+    # by hand for the first pair: mean over parameter tensors of ‖∇ mean NLL‖₂, the NLL over the
+    # answer tokens only — the EOS label masked by hand (the default leaves EOS out)
+    from soul_bench.data import IGNORE_INDEX, collate
     from soul_bench.lm import mean_token_nll
 
-    model.zero_grad(set_to_none=True)
-    mean_token_nll(model, collate([encode_qa(tokenizer, fmt, *PAIRS[0])], tokenizer.pad_token_id)).backward()
-    norms = [p.grad.norm().item() for p in model.parameters() if p.grad is not None]
-    model.zero_grad(set_to_none=True)
-    assert scores[0] == pytest.approx(-np.mean(norms), rel=1e-4)
+    def by_hand(mask_eos):
+        ids, labels = encode_qa(tokenizer, fmt, *PAIRS[0])
+        assert labels[-1] == tokenizer.eos_token_id
+        if mask_eos:
+            labels = labels[:-1] + [IGNORE_INDEX]
+        model.zero_grad(set_to_none=True)
+        mean_token_nll(model, collate([(ids, labels)], tokenizer.pad_token_id)).backward()
+        norms = [p.grad.norm().item() for p in model.parameters() if p.grad is not None]
+        model.zero_grad(set_to_none=True)
+        return -np.mean(norms)
+
+    assert scores[0] == pytest.approx(by_hand(mask_eos=True), rel=1e-4)
+    with_eos = mia.gradnorm_scores(model, tokenizer, fmt, PAIRS[:2], include_eos=True)
+    assert with_eos[0] == pytest.approx(by_hand(mask_eos=False), rel=1e-4)
+    assert with_eos[0] != pytest.approx(scores[0], rel=1e-4)
     # a frozen model (requires_grad off) still gets scores, and stays frozen
     model.requires_grad_(False)
     try:

@@ -27,6 +27,7 @@ def test_micro_run_records_every_mia_metric(tmp_path, capsys):
         assert math.isfinite(metrics["mia/privleak"])
         assert 0.0 <= metrics["forget/exact_memorisation"] <= 1.0 and 0.0 <= metrics["forget/extraction_strength"] <= 1.0
         assert probes["members"] == "forget" and probes["nonmembers"] == "holdout" and probes["notes"] == []
+        assert probes["include_eos"] is False  # the card's default: token-level scores leave EOS out
         n_forget, n_holdout = len(record["per_item"]["forget"]["avg_gt_loss"]), len(probes["avg_nll"]["holdout"])
         assert n_forget > 0 and n_holdout > 0
         for attack in ATTACKS:
@@ -91,3 +92,71 @@ def test_gradnorm_off_and_reference_against_itself(tofu_and_model, monkeypatch):
     assert own["mia/reference_auc"] == pytest.approx(0.5) and own["mia/privleak"] == pytest.approx(0.0)
     assert own["forget_quality"] == pytest.approx(1.0)
     json.dumps(per_item)
+
+
+def forget_and_holdout_stats(data, model, tokenizer, fmt):
+    """answer_nll token statistics of the eval forget and holdout ground truths, in that order."""
+    from soul_bench.evaluate.likelihood import answer_nll
+
+    items = list(data["eval_forget"]) + list(data["holdout"])
+    out = answer_nll(model, tokenizer, fmt, [(r["question"], r["answer"]) for r in items], keep_token_stats=True)
+    return items, out
+
+
+def test_include_eos_option_changes_token_level_scores(tofu_and_model, monkeypatch):
+    from soul_bench.evaluate import mia
+
+    task, data, model, tokenizer, fmt = tofu_and_model
+    monkeypatch.setitem(task.card.raw, "mia", {**task.card.section("mia"), "gradnorm": False})
+    default_metrics, default = task.evaluate(model, tokenizer, fmt, data, None)
+    default = default["mia"]
+    # include_eos: true, on the same likelihood numbers (the probes alone: no second evaluation)
+    items, out = forget_and_holdout_stats(data, model, tokenizer, fmt)
+    n = len(data["eval_forget"])
+    monkeypatch.setitem(task.card.raw, "mia", {**task.card.section("mia"), "include_eos": True})
+    _, kept = task._mia_probes(model, tokenizer, fmt, data, data["eval_forget"], data["holdout"], out,
+                               list(range(n)), list(range(n, len(items))))
+    assert default["include_eos"] is False and kept["include_eos"] is True
+
+    # by hand from answer_nll's statistics: the default drops the final (EOS) position
+    k, n_forget = default["k"], len(default["scores"]["min_k"]["forget"])
+    for scores, drop in ((default, True), (kept, False)):
+        flat = scores["scores"]["min_k"]["forget"] + scores["scores"]["min_k"]["holdout"]
+        plus = scores["scores"]["min_k_plus_plus"]["forget"] + scores["scores"]["min_k_plus_plus"]["holdout"]
+        for i, lp in enumerate(out["token_logprobs"]):
+            assert out["token_is_eos"][i][-1] and not out["token_is_eos"][i][:-1].any()
+            end = len(lp) - 1 if drop else len(lp)
+            assert flat[i] == pytest.approx(mia.min_k_score(lp[:end], k), rel=1e-5)
+            assert plus[i] == pytest.approx(mia.min_k_plus_plus_score(lp[:end], out["token_mu"][i][:end],
+                                                                       out["token_sigma"][i][:end], k), rel=1e-5)
+        em = [mia.exact_memorisation(out["argmax_match"][i][: len(out["argmax_match"][i]) - drop]) for i in range(n_forget)]
+        assert scores["exact_memorisation"] == pytest.approx(em)
+    # the option changes Min-K% (some item's score moves) but not LOSS / ZLib (answer + EOS always)
+    assert default["scores"]["min_k"] != kept["scores"]["min_k"]
+    for attack in ("loss", "zlib"):
+        assert default["scores"][attack] == kept["scores"][attack]
+    # ZLib = −avg NLL / zlib length of the answer
+    import zlib
+
+    for i, item in enumerate(items):
+        expected = -out["avg_nll"][i] / len(zlib.compress(item["answer"].encode("utf-8")))
+        assert (default["scores"]["zlib"]["forget"] + default["scores"]["zlib"]["holdout"])[i] == pytest.approx(expected, rel=1e-4)
+    assert default_metrics["mia/min_k_auc"] == default["auc"]["min_k"]
+
+
+def test_include_eos_reaches_gradnorm(tofu_and_model, monkeypatch):
+    task, data, model, tokenizer, fmt = tofu_and_model
+    from soul_bench.evaluate import mia
+
+    pairs = [(r["question"], r["answer"]) for r in data["eval_forget"]]
+    calls = []
+    real = mia.gradnorm_scores
+    monkeypatch.setattr(mia, "gradnorm_scores", lambda *a, **kw: calls.append(kw.get("include_eos")) or real(*a, **kw))
+    _, per_item = task.evaluate(model, tokenizer, fmt, data, None)
+    assert calls == [False, False]  # forget and holdout, EOS left out by default
+    assert per_item["mia"]["scores"]["gradnorm"]["forget"] == pytest.approx(real(model, tokenizer, fmt, pairs).tolist(), rel=1e-5)
+    monkeypatch.setitem(task.card.raw, "mia", {**task.card.section("mia"), "include_eos": "yes"})
+    from soul_bench.errors import UserError
+
+    with pytest.raises(UserError, match="include_eos"):  # checked before anything is scored
+        task._mia_probes(model, tokenizer, fmt, data, data["eval_forget"], data["holdout"], {}, [], [])

@@ -15,7 +15,7 @@ import torch
 from soul_bench.data import PromptFormat, collate, encode_prompt, encode_qa, to_device
 from soul_bench.lm import token_nll
 
-STAT_KEYS = ("token_logprobs", "token_mu", "token_sigma", "argmax_match")
+STAT_KEYS = ("token_logprobs", "token_mu", "token_sigma", "argmax_match", "token_is_eos")
 
 
 def batch_starts(n: int, batch_size: int, description: str):
@@ -46,6 +46,9 @@ def answer_nll(model, tokenizer, fmt: PromptFormat, pairs: list[tuple[str, str]]
     * ``token_mu``        μ_t = E_{v~p_t}[log p(v)]          (Min-K%++)
     * ``token_sigma``     σ_t = sqrt(E_{v~p_t}[(log p(v))²] − μ_t²)
     * ``argmax_match``    argmax_v p_t(v) == x_t (teacher forced; exact memorisation, extraction strength)
+    * ``token_is_eos``    True at the EOS after the answer (the last position, when its label is
+                          ``tokenizer.eos_token_id``; a truncated answer has none) — the position
+                          the token-level MIA scores leave out (``soul_bench.evaluate.mia``)
 
     The vocabulary-wide statistics are computed one sequence at a time on its answer positions
     only (float32), so the extra memory is one (answer length × vocabulary) matrix.
@@ -75,7 +78,8 @@ def answer_nll(model, tokenizer, fmt: PromptFormat, pairs: list[tuple[str, str]]
             if keep_token_logprobs:
                 token_logprobs[item] = -nll[row][mask[row]].cpu().numpy()
             if item in wanted:
-                _token_stats(logits[row, :-1][mask[row]], batch["labels"][row, 1:][mask[row]], -nll[row][mask[row]], stats, item)
+                _token_stats(logits[row, :-1][mask[row]], batch["labels"][row, 1:][mask[row]], -nll[row][mask[row]], stats, item,
+                             tokenizer.eos_token_id)
     out = {"sum_nll": sum_nll, "n_tokens": n_tokens, "avg_nll": sum_nll / np.maximum(n_tokens, 1)}
     if keep_token_logprobs:
         out["token_logprobs"] = token_logprobs
@@ -86,8 +90,11 @@ def answer_nll(model, tokenizer, fmt: PromptFormat, pairs: list[tuple[str, str]]
     return out
 
 
-def _token_stats(logits: torch.Tensor, labels: torch.Tensor, logprobs: torch.Tensor, stats: dict, item: int) -> None:
-    """Fill ``stats[key][item]`` from one sequence's answer-position logits (n, vocab)."""
+def _token_stats(logits: torch.Tensor, labels: torch.Tensor, logprobs: torch.Tensor, stats: dict, item: int,
+                 eos_token_id: int | None = None) -> None:
+    """Fill ``stats[key][item]`` from one sequence's answer-position logits (n, vocab) and labels
+    (n,), in order. ``token_is_eos`` marks the last position when its label is ``eos_token_id``
+    (the EOS ``encode_qa`` appends; absent when ``max_length`` cut the answer)."""
     logp = torch.log_softmax(logits.float(), dim=-1)
     p = logp.exp()
     finite = p > 0  # a -inf logit (masked vocabulary entry) contributes nothing, not NaN
@@ -100,6 +107,10 @@ def _token_stats(logits: torch.Tensor, labels: torch.Tensor, logprobs: torch.Ten
     stats["token_mu"][item] = mu.cpu().numpy()
     stats["token_sigma"][item] = sigma.cpu().numpy()
     stats["argmax_match"][item] = (logp.argmax(dim=-1) == labels).cpu().numpy()
+    is_eos = np.zeros(len(labels), dtype=bool)
+    if len(labels) and eos_token_id is not None and int(labels[-1]) == eos_token_id:
+        is_eos[-1] = True
+    stats["token_is_eos"][item] = is_eos
 
 
 @torch.no_grad()

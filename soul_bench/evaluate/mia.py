@@ -1,4 +1,4 @@
-"""Membership-inference probes (SPEC.md "MIA probes"): per-sequence attack scores, the
+"""Membership-inference probes (as in open-unlearning, ``src/evals/metrics/mia.py``): per-sequence attack scores, the
 attack AUC, PrivLeak, and the two memorisation measures of open-unlearning.
 
 Conventions used throughout:
@@ -9,10 +9,20 @@ Conventions used throughout:
   picks out the forget set perfectly (nothing was unlearned), ≈ 0.5 means the forget set looks
   like never-seen data (the retain model's level), < 0.5 that it now looks *less* familiar
   than never-seen data (over-unlearning, a tell-tale of its own).
-* Token log-probs are over the **answer tokens and the EOS after them**, never the prompt —
-  the label mask every soul-bench likelihood uses (``soul_bench.data``). open-unlearning once
-  leaked an extra EOS position into its log-probs and later fixed it; here the mask is the
-  training mask, so a member's EOS is a token the model was trained on.
+* Token statistics come over the **answer tokens and the EOS after them**, never the prompt —
+  the label mask every soul-bench likelihood uses (``soul_bench.data``).
+* **EOS.** The sequence-level attacks LOSS and ZLib use the mean NLL over that whole mask
+  (answer + EOS), as open-unlearning's ``evaluate_probability`` does. The token-level scores —
+  Min-K%, Min-K%++, GradNorm, exact memorisation, extraction strength — leave the EOS position
+  out by default, as open-unlearning's ``tokenwise_logprobs`` / ``tokenwise_vocab_logprobs``
+  do (they drop the last labelled position), so AUCs and PrivLeak compare with published MUSE /
+  open-unlearning numbers. They take ``is_eos`` (a bool per position, from ``answer_nll``'s
+  ``token_is_eos``): those positions are dropped; ``is_eos=None`` keeps every position (the
+  TOFU card's ``mia.include_eos: true``). Unlike open-unlearning, which drops the last position
+  blindly, only a position that *is* the EOS is dropped: an answer cut by ``max_length`` has
+  none and keeps all its tokens. A sequence whose only scored position is EOS (an empty answer)
+  keeps it — the score is then the EOS token's — rather than having nothing to score
+  (open-unlearning returns 0 / None there).
 * Empty token arrays are an error (every answer has at least its EOS).
 
 Everything here is numpy except :func:`gradnorm_scores`, which needs the model.
@@ -35,6 +45,23 @@ def _tokens(values, name: str = "token_logprobs") -> np.ndarray:
     return array
 
 
+def scored_positions(is_eos, n: int) -> np.ndarray:
+    """Bool mask of the n positions a token-level score uses: every non-EOS position
+    (``is_eos`` True marks the EOS after the answer). ``is_eos=None`` keeps all of them; so does
+    a sequence with nothing but EOS (an empty answer: the EOS is all there is to score)."""
+    if is_eos is None:
+        return np.ones(n, dtype=bool)
+    eos = np.asarray(is_eos, dtype=bool).reshape(-1)
+    if eos.size != n:
+        raise ValueError(f"is_eos has {eos.size} positions, the token statistics {n}")
+    keep = ~eos
+    return keep if keep.any() else np.ones(n, dtype=bool)
+
+
+def _without_eos(array: np.ndarray, is_eos) -> np.ndarray:
+    return array[scored_positions(is_eos, len(array))]
+
+
 def _k_lowest_mean(values: np.ndarray, k: float) -> float:
     """Mean of the ⌊k·n⌋ smallest values (at least one), as Min-K% and open-unlearning count."""
     if not 0.0 < k <= 1.0:
@@ -46,32 +73,35 @@ def _k_lowest_mean(values: np.ndarray, k: float) -> float:
 # ------------------------------------------------------------------ per-sequence scores
 def loss_score(token_logprobs) -> float:
     """LOSS attack (Yeom et al. 2018, "Privacy risk in machine learning"):
-    score = −avg NLL = (1/n) Σ_t log p(x_t | x_<t). Members have low loss → high score."""
+    score = −avg NLL = (1/n) Σ_t log p(x_t | x_<t) over every scored position (answer + EOS, as
+    open-unlearning). Members have low loss → high score."""
     return float(np.mean(_tokens(token_logprobs)))
 
 
 def zlib_score(token_logprobs, text: str) -> float:
-    """ZLib attack (Carlini et al. 2021, "Extracting training data from large language models"):
-    calibrates the likelihood by the text's zlib entropy,
+    """ZLib attack (Carlini et al. 2021, "Extracting training data from large language models"),
+    as mimir and open-unlearning compute it: the likelihood calibrated by the text's zlib entropy,
 
-        score = −( Σ_t NLL_t / len(zlib.compress(text.encode("utf-8"))) ),
+        score = −( avg NLL / len(zlib.compress(text.encode("utf-8"))) ),
 
-    with the *sum* NLL over the scored tokens as SPEC.md states. ``text`` is the scored text
-    (for TOFU: the answer). Note: mimir / open-unlearning divide the *mean* NLL by the zlib
-    length instead; the two orders differ across sequences of different token counts."""
+    avg NLL = −(1/n) Σ_t log p(x_t | x_<t) over every scored position (answer + EOS, as LOSS).
+    ``text`` is the scored text (for TOFU: the answer string; open-unlearning compresses the
+    answer decoded from its label ids, special tokens skipped — the same text up to the
+    tokenizer's round trip)."""
     lp = _tokens(token_logprobs)
     entropy = len(zlib.compress(text.encode("utf-8")))
-    return float(np.sum(lp) / entropy)  # = −(Σ NLL / entropy)
+    return float(np.mean(lp) / entropy)  # = −(avg NLL / entropy)
 
 
-def min_k_score(token_logprobs, k: float = 0.4) -> float:
+def min_k_score(token_logprobs, k: float = 0.4, is_eos=None) -> float:
     """Min-K% Prob (Shi et al. 2024, "Detecting pretraining data from large language models"):
-    mean of the k-fraction lowest token log-probs, max(1, ⌊k·n⌋) tokens. An unseen text has a
-    few very unlikely tokens; a memorised one has none. k = 0.4 as in open-unlearning."""
-    return _k_lowest_mean(_tokens(token_logprobs), k)
+    mean of the k-fraction lowest token log-probs, max(1, ⌊k·n⌋) tokens, n counted after the
+    ``is_eos`` positions are dropped (module docstring). An unseen text has a few very unlikely
+    tokens; a memorised one has none. k = 0.4 as in open-unlearning's TOFU / MUSE configs."""
+    return _k_lowest_mean(_without_eos(_tokens(token_logprobs), is_eos), k)
 
 
-def min_k_plus_plus_score(token_logprobs, mu, sigma, k: float = 0.4) -> float:
+def min_k_plus_plus_score(token_logprobs, mu, sigma, k: float = 0.4, is_eos=None) -> float:
     """Min-K%++ (Zhang et al. 2024, "Min-K%++: improved baseline for detecting pre-training
     data from large language models"): each token's log-prob is standardised by the model's
     next-token distribution p_t at that position,
@@ -80,14 +110,14 @@ def min_k_plus_plus_score(token_logprobs, mu, sigma, k: float = 0.4) -> float:
         σ_t² = E_{v~p_t}[(log p(v))²] − μ_t²,
 
     and the score is the mean of the max(1, ⌊k·n⌋) lowest z_t (σ_t floored at 1e-3, i.e.
-    σ_t² ≥ 1e-6 as open-unlearning clamps). Training on x pushes x_t towards a local mode of
-    p_t, so members have high z_t."""
+    σ_t² ≥ 1e-6 as open-unlearning clamps), over the positions left after dropping ``is_eos``.
+    Training on x pushes x_t towards a local mode of p_t, so members have high z_t."""
     lp = _tokens(token_logprobs)
     mu, sigma = _tokens(mu, "mu"), _tokens(sigma, "sigma")
     if not (len(lp) == len(mu) == len(sigma)):
         raise ValueError(f"token_logprobs, mu and sigma differ in length ({len(lp)}, {len(mu)}, {len(sigma)})")
     z = (lp - mu) / np.maximum(sigma, _MIN_SIGMA)
-    return _k_lowest_mean(z, k)
+    return _k_lowest_mean(_without_eos(z, is_eos), k)
 
 
 def reference_score(avg_nll, reference_avg_nll):
@@ -99,15 +129,19 @@ def reference_score(avg_nll, reference_avg_nll):
     return float(out) if out.ndim == 0 else out
 
 
-def gradnorm_scores(model, tokenizer, fmt, pairs: list[tuple[str, str]]) -> np.ndarray:
+def gradnorm_scores(model, tokenizer, fmt, pairs: list[tuple[str, str]], include_eos: bool = False) -> np.ndarray:
     """GradNorm attack (as in open-unlearning, after Wang et al. 2024, "Pandora's white-box"):
     per (question, answer) pair,
 
         score = −(1/|P|) Σ_{θ ∈ P} ‖∇_θ NLL(x)‖₂,
 
-    NLL(x) the *mean* NLL over the answer (+EOS) tokens, P the parameter tensors that receive a
+    NLL(x) the *mean* NLL over the answer tokens, P the parameter tensors that receive a
     gradient (the trainable ones; all of them if none is trainable). A member sits near a
     minimum of the loss, so its gradient is small → negated so that higher = member.
+
+    The EOS label after the answer is masked unless ``include_eos`` (open-unlearning's
+    ``tokenwise_logprobs`` drops it too); an answer with no other label keeps it (module
+    docstring). Unlike open-unlearning, which runs this in train mode, dropout stays off.
 
     One forward + backward per sample (batch of one: no padding effects), model in eval mode
     (no dropout). Gradients come from ``torch.autograd.grad``, so no ``.grad`` is accumulated
@@ -131,7 +165,10 @@ def gradnorm_scores(model, tokenizer, fmt, pairs: list[tuple[str, str]]) -> np.n
     try:
         with torch.enable_grad():
             for i, (question, answer) in enumerate(pairs):
-                batch = to_device(collate([encode_qa(tokenizer, fmt, question, answer)], tokenizer.pad_token_id), device)
+                ids, labels = encode_qa(tokenizer, fmt, question, answer)
+                if not include_eos:
+                    labels = mask_eos_label(labels, tokenizer.eos_token_id)
+                batch = to_device(collate([(ids, labels)], tokenizer.pad_token_id), device)
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 nll, mask = token_nll(logits, batch["labels"])
                 loss = nll.sum() / mask.sum().clamp(min=1)
@@ -145,6 +182,20 @@ def gradnorm_scores(model, tokenizer, fmt, pairs: list[tuple[str, str]]) -> np.n
         model.zero_grad(set_to_none=True)
         model.eval()
     return scores
+
+
+def mask_eos_label(labels: list[int], eos_token_id: int | None) -> list[int]:
+    """``labels`` (an ``encode_qa`` label list) with the EOS after the answer set to the ignore
+    index: the last labelled position, when it is ``eos_token_id`` (an answer cut by
+    ``max_length`` has no EOS and is returned unchanged, as is one whose only label is EOS)."""
+    from soul_bench.data import IGNORE_INDEX
+
+    labelled = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
+    if len(labelled) < 2 or eos_token_id is None or labels[labelled[-1]] != eos_token_id:
+        return list(labels)
+    out = list(labels)
+    out[labelled[-1]] = IGNORE_INDEX
+    return out
 
 
 # ------------------------------------------------------------------ attack summaries
@@ -196,23 +247,23 @@ def _matches(argmax_match) -> np.ndarray:
     return array
 
 
-def exact_memorisation(argmax_match) -> float:
+def exact_memorisation(argmax_match, is_eos=None) -> float:
     """Exact memorisation (Tirumala et al. 2022, "Memorization without overfitting"; as in
     open-unlearning): the fraction of answer tokens whose teacher-forced argmax prediction is the
-    true token, EM = (1/|y|) Σ_t 1[argmax p(·|y_<t) = y_t]."""
-    return float(np.mean(_matches(argmax_match)))
+    true token, EM = (1/|y|) Σ_t 1[argmax p(·|y_<t) = y_t], y without the ``is_eos`` positions."""
+    return float(np.mean(_without_eos(_matches(argmax_match), is_eos)))
 
 
-def extraction_strength(argmax_match) -> float:
+def extraction_strength(argmax_match, is_eos=None) -> float:
     """Extraction strength (Carlini et al. 2021 / open-unlearning): ES = 1 − k*/|y|, k* the
     smallest prefix length such that, teacher-forced on y_<k*, the argmax predictions reproduce
     the whole rest y_k*… (matches[k*:] all true). All tokens right → k* = 0 → ES = 1; the last
-    token wrong → k* = |y| → ES = 0.
+    token wrong → k* = |y| → ES = 0. y leaves out the ``is_eos`` positions.
 
     open-unlearning's loop only tries k < |y| and keeps the last k when none works, giving
     1/|y| instead of 0 when not even the last token matches; here k* = |y| (the empty suffix)
     and ES = 0, as the definition says."""
-    matches = _matches(argmax_match)
+    matches = _without_eos(_matches(argmax_match), is_eos)
     wrong = np.flatnonzero(~matches)
     k_star = 0 if wrong.size == 0 else int(wrong[-1]) + 1
     return 1.0 - k_star / len(matches)

@@ -1,5 +1,5 @@
 """TOFU: what the card (task.yaml) cannot say — loading the three data sources into one
-schema, and the evaluation protocol of Maini et al. (2024), SPEC.md "TOFU evaluation".
+schema, and the evaluation protocol of Maini et al. (2024, arXiv 2401.06121; ``locuslab/tofu``).
 
 Data sets after loading (whatever the source):
   forget / retain / full     training-form QA (question, answer) for unlearning and for the embedded models
@@ -11,11 +11,14 @@ Data sets after loading (whatever the source):
                              embedded models' training (a tiny model does not generalise a memorised
                              fact to a paraphrase by itself; see synthetic.py)
 
-Privacy probes (SPEC.md "MIA probes", card section ``mia``): forget/exact_memorisation and
+Privacy probes (card section ``mia``; definitions in ``soul_bench.evaluate.mia``): forget/exact_memorisation and
 forget/extraction_strength, and membership-inference attack AUCs mia/<attack>_auc with the
 eval forget items as members and the holdout authors as non-members, plus mia/privleak. They
 ride on the one likelihood pass (holdout pairs added, token statistics kept for forget and
-holdout only); GradNorm adds one backward pass per forget / holdout item.
+holdout only); GradNorm adds one backward pass per forget / holdout item. LOSS, ZLib (avg NLL /
+zlib length, as mimir / open-unlearning) and the reference attack score answer + EOS; the
+token-level ones (Min-K%, Min-K%++, GradNorm, EM, ES) leave the EOS out unless the card says
+``mia.include_eos: true`` — open-unlearning's convention, so the numbers compare with theirs.
 """
 
 from __future__ import annotations
@@ -221,23 +224,28 @@ class Tofu(Task):
     def _mia_probes(self, model, tokenizer, fmt, data: TaskData, forget: list[dict], holdout: list[dict] | None,
                     likelihood: dict, forget_slots: list[int], holdout_slots: list[int]) -> tuple[dict, dict]:
         """Memorisation of the forget answers and membership-inference attacks, forget (members)
-        vs holdout (non-members), SPEC.md "MIA probes". → (metrics, per_item["mia"]).
+        vs holdout (non-members), see ``soul_bench.evaluate.mia``. → (metrics, per_item["mia"]).
 
         per_item["mia"] (JSON lists, forget / holdout items in eval-set order): ``members``,
-        ``nonmembers`` (None without a holdout set), ``k``, ``privleak_attack``, ``notes`` (why a
-        metric is None), ``exact_memorisation`` / ``extraction_strength`` per forget item,
-        ``avg_nll`` {forget, holdout}, ``scores`` {attack: {forget, holdout}} (higher = member),
+        ``nonmembers`` (None without a holdout set), ``k``, ``privleak_attack``, ``include_eos``
+        (whether the token-level scores kept the EOS position; LOSS / ZLib / reference always
+        do), ``notes`` (why a metric is None), ``exact_memorisation`` / ``extraction_strength``
+        per forget item, ``avg_nll`` {forget, holdout}, ``scores`` {attack: {forget, holdout}} (higher = member),
         ``auc`` {attack: float}, ``roc`` {attack: {fpr, tpr}}; reference_metrics adds the
         ``reference`` attack and ``privleak_retain_auc``."""
         options = self.card.section("mia")
         k = float(options.get("k", 0.4))
-        matches = [likelihood["argmax_match"][i] for i in forget_slots]
-        em = [mia.exact_memorisation(m) for m in matches]
-        es = [mia.extraction_strength(m) for m in matches]
+        include_eos = options.get("include_eos", False)
+        if not isinstance(include_eos, bool):
+            raise UserError(f"mia.include_eos in the TOFU card must be true or false, got {include_eos!r}")
+        # None keeps every position (EOS included); else the EOS position is dropped (mia module docstring)
+        eos = [None if include_eos else flags for flags in likelihood["token_is_eos"]]
+        em = [mia.exact_memorisation(likelihood["argmax_match"][i], eos[i]) for i in forget_slots]
+        es = [mia.extraction_strength(likelihood["argmax_match"][i], eos[i]) for i in forget_slots]
         metrics = {"forget/exact_memorisation": float(np.mean(em)), "forget/extraction_strength": float(np.mean(es))}
         metrics.update({f"mia/{attack}_auc": None for attack in MIA_ATTACKS})
         record = {"members": "forget", "nonmembers": None, "k": k, "privleak_attack": options.get("privleak_attack", "min_k"),
-                  "notes": [], "exact_memorisation": em, "extraction_strength": es,
+                  "include_eos": include_eos, "notes": [], "exact_memorisation": em, "extraction_strength": es,
                   "avg_nll": {"forget": likelihood["avg_nll"][forget_slots].tolist()}, "scores": {}, "auc": {}, "roc": {}}
         if not holdout:
             record["notes"].append(f"no holdout set in the task data ({data.source}): membership inference needs never-trained "
@@ -253,11 +261,12 @@ class Tofu(Task):
         lp, mu, sigma = likelihood["token_logprobs"], likelihood["token_mu"], likelihood["token_sigma"]
         record["scores"]["loss"] = token_scores(lambda i, item: mia.loss_score(lp[i]))
         record["scores"]["zlib"] = token_scores(lambda i, item: mia.zlib_score(lp[i], item["answer"]))
-        record["scores"]["min_k"] = token_scores(lambda i, item: mia.min_k_score(lp[i], k))
-        record["scores"]["min_k_plus_plus"] = token_scores(lambda i, item: mia.min_k_plus_plus_score(lp[i], mu[i], sigma[i], k))
+        record["scores"]["min_k"] = token_scores(lambda i, item: mia.min_k_score(lp[i], k, eos[i]))
+        record["scores"]["min_k_plus_plus"] = token_scores(lambda i, item: mia.min_k_plus_plus_score(lp[i], mu[i], sigma[i], k, eos[i]))
         if options.get("gradnorm", True):
             record["scores"]["gradnorm"] = {
-                group: mia.gradnorm_scores(model, tokenizer, fmt, [(item["question"], item["answer"]) for item in items]).tolist()
+                group: mia.gradnorm_scores(model, tokenizer, fmt, [(item["question"], item["answer"]) for item in items],
+                                           include_eos=include_eos).tolist()
                 for group, (_, items) in groups.items()}
         else:
             record["notes"].append("gradnorm is off in the card (mia.gradnorm: false): mia/gradnorm_auc is None")
@@ -283,7 +292,8 @@ class Tofu(Task):
         * forget_quality: KS-test p-value between this model's and the retain model's forget-set
           truth-ratio statistics (None without a retain model);
         * mia/reference_auc: the reference attack, score = −(avg NLL − retain avg NLL) per forget
-          and holdout item (None without a retain model or a holdout set);
+          and holdout item, avg NLL over answer + EOS as LOSS (None without a retain model or a
+          holdout set);
         * mia/privleak: MUSE's PrivLeak on the card's ``mia.privleak_attack`` AUC (Min-K%), A'_retain
           from the retain model's AUC, 0.5 without one (None without a holdout set).
 
