@@ -86,7 +86,7 @@ def prepare_embedded(task: Task, data: TaskData, recipe: dict, fmt, device: torc
         model.to(device)
         settings = LoopSettings(epochs=stage_train.get("epochs", 10), batch_size=stage_train.get("batch_size", 16),
                                 schedule="linear", warmup_ratio=stage_train.get("warmup_ratio", 0.05),
-                                max_grad_norm=1.0, seed=0)
+                                warmup_from_zero=False, max_grad_norm=1.0, seed=0)
         optimizer = torch.optim.AdamW(model.parameters(), lr=stage_train.get("lr", 1e-3), weight_decay=0.0)
         encoded = encode_examples(tokenizer, fmt, examples)
         tick = time.perf_counter()

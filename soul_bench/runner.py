@@ -19,7 +19,7 @@ from soul_bench import registry
 from soul_bench.data import encode_examples
 from soul_bench.engine.loop import LoopSettings, run_loop, run_one_shot
 from soul_bench.engine.refusals import with_refusals
-from soul_bench.engine.optimizers import build_optimizer, optimizer_defaults
+from soul_bench.engine.optimizers import build_optimizer, optimizer_defaults, weight_decay_groups
 from soul_bench.errors import UserError
 from soul_bench.models import content_hash, load_model, quiet_transformers, resolve_device
 from soul_bench.prepare import embedded_preset, prepare_embedded
@@ -198,7 +198,11 @@ class Runner:
         # IU's Hessian is of the retain loss, so it needs retain data whatever the method
         retain = encode_examples(tokenizer, self.fmt, self.data["retain"]) if method.needs_retain or one_shot else None
         refusal = encode_examples(tokenizer, self.fmt, with_refusals(self.data["forget"], seed)) if method.needs_refusal else None
-        optimizer = build_optimizer(optimizer_name, [p for p in model.parameters() if p.requires_grad], **optimizer_hp)
+        if "weight_decay" in optimizer_defaults(optimizer_name):
+            params = weight_decay_groups(model, decay_biases_and_norms=loop.decay_biases_and_norms)
+        else:  # no weight decay to exempt anything from (IU, plugin optimisers without the hyper-parameter)
+            params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = build_optimizer(optimizer_name, params, **optimizer_hp)
         if one_shot:
             result = run_one_shot(model, optimizer, forget, retain, loop, tokenizer.pad_token_id)
         else:

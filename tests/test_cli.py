@@ -9,6 +9,7 @@ import pytest
 
 from cli_helpers import run_cli
 from conftest import REAL_TOFU
+from soul_bench.registry import load_task
 
 MICRO = ["--preset", "micro", "--steps", "2", "--no-progress"]
 
@@ -53,7 +54,9 @@ def test_run_writes_a_record_per_cell_and_the_leaderboard(micro_run):
     assert all(0.0 <= r["metrics"]["forget_quality"] <= 1.0 for r in unlearned)
     assert all(len(r["train_log"]) == 2 and r["spec"]["hparams"]["loop"]["steps"] == 2 for r in unlearned)
     sophia = next(r for r in unlearned if r["optimizer"] == "sophia")
-    assert sophia["spec"]["hparams"]["optimizer"]["rho"] == 0.04 and sophia["timings"]["hessian_s"] > 0
+    card_rho = load_task("tofu").card.section("optimizers")["sophia"]["rho"]  # the card's, not the factory's 0.04
+    assert sophia["spec"]["hparams"]["optimizer"]["rho"] == card_rho != 0.04 and sophia["timings"]["hessian_s"] > 0
+    assert all(0.0 <= entry["unclipped_fraction"] <= 1.0 for entry in sophia["train_log"])
     for name in ("leaderboard.md", "leaderboard.csv", "tradeoff.png"):
         assert (out / name).stat().st_size > 0
     assert "npo" in (out / "leaderboard.md").read_text()

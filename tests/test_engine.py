@@ -36,8 +36,17 @@ def snapshot(model):
 
 def test_lr_schedules_by_hand():
     linear = lr_lambda("linear", total=100, warmup=10)
-    assert linear(0) == pytest.approx(0.1) and linear(9) == pytest.approx(1.0)
+    # transformers' get_linear_schedule_with_warmup: s/warmup, so step 0 has LR 0
+    assert linear(0) == 0.0 and linear(5) == pytest.approx(0.5) and linear(10) == pytest.approx(1.0)
     assert linear(55) == pytest.approx(0.5)  # (55-10)/90 = 0.5 of the decay done
+    import transformers
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    for ours, theirs in ((linear, transformers.get_linear_schedule_with_warmup(opt, 10, 100)),
+                         (lr_lambda("cosine", 100, 10), transformers.get_cosine_schedule_with_warmup(opt, 10, 100))):
+        assert [ours(s) for s in range(100)] == pytest.approx([theirs.lr_lambdas[0](s) for s in range(100)], abs=1e-12)
+    ramp = lr_lambda("linear", total=100, warmup=10, from_zero=False)  # the embedded models' recipe
+    assert ramp(0) == pytest.approx(0.1) and ramp(9) == pytest.approx(1.0)
     assert lr_lambda("cosine", 100, 10)(55) == pytest.approx(0.5)  # cos(π/2) → 0.5·(1+0)
     assert lr_lambda("constant", 100, 0)(99) == 1.0
     with pytest.raises(ValueError, match="valid: constant, linear, cosine"):
@@ -63,6 +72,22 @@ def test_sophia_hessian_refreshed_every_k_steps(model, tokenizer, encoded):
     result = run_loop(model, GradientAscent(), optimizer, encoded, settings, tokenizer.pad_token_id, show_progress=False)
     refreshed = [entry["step"] for entry in result.log if entry["hessian_s"] > 0]
     assert refreshed == [0, 2, 4] and result.hessian_seconds > 0
+    # every step logs how much of the update used the curvature (1 − the clipped share)
+    fractions = [entry["unclipped_fraction"] for entry in result.log]
+    assert len(fractions) == 5 and all(0.0 <= f <= 1.0 for f in fractions)
+    # ρ → ∞ makes every |m̂| < ρ·ĥ where ĥ > 0 (a pure Newton step); ρ → 0 clips everything
+    for rho, check in ((1e9, lambda f: f > 0.5), (1e-12, lambda f: f == 0.0)):
+        optimizer = build_optimizer("sophia", model.parameters(), lr=1e-3, hessian_interval=2, rho=rho)
+        result = run_loop(model, GradientAscent(), optimizer, encoded, LoopSettings(steps=2, batch_size=4, seed=0),
+                          tokenizer.pad_token_id, show_progress=False)
+        assert all(check(entry["unclipped_fraction"]) for entry in result.log), rho
+
+
+def test_first_order_steps_log_no_unclipped_fraction(model, tokenizer, encoded):
+    optimizer = build_optimizer("adamw", model.parameters(), lr=1e-3)
+    result = run_loop(model, GradientAscent(), optimizer, encoded, LoopSettings(steps=2, batch_size=4, seed=0),
+                      tokenizer.pad_token_id, show_progress=False)
+    assert all("unclipped_fraction" not in entry for entry in result.log)
 
 
 class NaNAtStep(Method):

@@ -283,6 +283,7 @@ def test_diag_fisher_per_example_losses_use_the_empirical_fisher():
     ({"cg_iters": 2.5}, "cg_iters"),
     ({"cg_tol": -1e-3}, "cg_tol"),
     ({"fisher_samples": 0}, "fisher_samples"),
+    ({"retain_samples": 0}, "retain_samples"),
 ])
 def test_bad_hyperparameters_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -310,3 +311,59 @@ def test_factory_and_description():
     assert opt.defaults["damping"] == 1e-3 and opt.defaults["cg_iters"] == 20 and opt.defaults["cg_tol"] == 1e-6
     assert "influence" in IU_DESCRIPTION and isinstance(IU_DESCRIPTION, str)
     assert not math.isnan(opt.defaults["cg_tol"])
+
+
+# -- the forget gradient covers the whole forget set --------------------------------------------
+
+
+def test_forget_gradient_accumulated_over_weighted_batches_equals_the_whole_set(problem):
+    import copy
+
+    target, data = problem
+    x_r, y_r, x_f, y_f = data
+    whole, parts = copy.deepcopy(target), copy.deepcopy(target)
+    forget, retain = _closures(whole, *data)
+    InfluenceUnlearning(whole.parameters(), scale=0.5, damping=1e-2).unlearn(forget, retain)
+    _, retain_parts = _closures(parts, *data)
+    batches = [(lambda: _ce(parts, x_f[:5], y_f[:5]), 5 / 12), (lambda: _ce(parts, x_f[5:], y_f[5:]), 7 / 12)]
+    diag = InfluenceUnlearning(parts.parameters(), scale=0.5, damping=1e-2).unlearn(batches, retain_parts)
+    torch.testing.assert_close(_flat(parts), _flat(whole), rtol=1e-10, atol=1e-12)
+    assert diag["forget_loss"] == pytest.approx(float(_ce(target, x_f, y_f)), rel=1e-10)
+
+
+class _GradientRecorder:
+    """A one-shot updater that only records what run_one_shot hands it."""
+
+    retain_samples = 8
+
+    def unlearn(self, forget_parts, retain_loss_fn):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.grads = [torch.zeros_like(p) for p in params]
+        for loss_fn, weight in forget_parts:
+            for acc, g in zip(self.grads, torch.autograd.grad(loss_fn(), params, allow_unused=True)):
+                if g is not None:
+                    acc.add_(g, alpha=weight)
+        self.n_parts = len(forget_parts)
+        return {}
+
+
+def test_run_one_shot_uses_every_forget_sequence_and_the_retain_sample_size():
+    from soul_bench.data import PromptFormat, collate, encode_examples
+    from soul_bench.engine.loop import LoopSettings, run_one_shot
+    from soul_bench.lm import mean_token_nll
+    from soul_bench.models import build_tiny_llama, train_tokenizer
+
+    rows = [{"question": f"What is fact {i}?", "answer": "It is " + "a fact " * (1 + i % 5)} for i in range(100)]
+    tokenizer = train_tokenizer([r["question"] + " " + r["answer"] for r in rows], 300)
+    model = build_tiny_llama(tokenizer, hidden_size=16, layers=1, heads=2, seed=0)
+    encoded = encode_examples(tokenizer, PromptFormat(), rows)
+    recorder = _GradientRecorder()
+    recorder.model = model
+    result = run_one_shot(model, recorder, encoded, encoded[:40], LoopSettings(batch_size=16, seed=0), tokenizer.pad_token_id)
+    assert result.log[0]["forget_sequences"] == 100 and result.log[0]["retain_sequences"] == 8
+    assert recorder.n_parts == 7  # ⌈100 / 16⌉ batches, not the first 64 sequences
+    # Σ (token share)·∇CE(batch) = ∇ of the token-mean CE over all 100 sequences (answers differ in length)
+    params = [p for p in model.parameters() if p.requires_grad]
+    expected = torch.autograd.grad(mean_token_nll(model, collate(encoded, tokenizer.pad_token_id)), params)
+    for got, want in zip(recorder.grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

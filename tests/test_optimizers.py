@@ -35,7 +35,7 @@ def _no_probe_loss():
 
 def test_sophia_one_step_by_hand():
     theta = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5, 3.0, 1.0], dtype=torch.float64))
-    opt = Sophia([theta], lr=0.1, betas=(0.5, 0.9), rho=0.5, weight_decay=0.2, eps=1e-12)
+    opt = Sophia([theta], lr=0.1, betas=(0.5, 0.9), rho=0.5, weight_decay=0.2, eps=1e-12, bias_correction=False)
     _set_state(opt, theta, exp_avg=[0.2, 0.0, 0.4, -1.0, 0.2], hessian=[4.0, 1.0, 0.0, 2.0, -1.0])
     theta.grad = torch.tensor([1.0, -0.4, 2.0, -3.0, 0.4], dtype=torch.float64)
     opt.step()
@@ -51,6 +51,42 @@ def test_sophia_one_step_by_hand():
     assert opt.state[theta]["exp_avg"].tolist() == pytest.approx([0.6, -0.2, 1.2, -2.0, 0.3], abs=1e-12)
     assert opt.state[theta]["hessian"].tolist() == [4.0, 1.0, 0.0, 2.0, -1.0]  # step never touches h
     assert float(opt.state[theta]["step"]) == 1.0
+    assert opt.step_stats() == {"unclipped_fraction": pytest.approx(2 / 5)}  # coords 0 and 1
+
+
+def _deterministic_refresh(opt, theta, a):
+    """One refresh whose 'sampled' loss is (a·θ): ĥ = n_terms·a² exactly."""
+    opt.update_hessian(HessianProbe(_no_probe_loss, lambda: (a * theta).sum(), n_terms=1))
+
+
+@pytest.mark.parametrize("bias_correction, expected_theta, expected_unclipped", [
+    # h = 0.1·ĥ = [0.4, 0.1] → ĥ_r = h/(1−0.9) = [4, 1]; m = 0.5·g = [0.5, −2] → m̂ = m/(1−0.5) = [1, −4]
+    # ratio = m̂/(ρ·ĥ_r) = [1/2, −4/0.5] = [0.5, −8] → clamp [0.5, −1] → θ = [1 − 0.05, −2 + 0.1]
+    (True, [0.95, -1.9], 0.5),
+    # official rule: ratio = m/(ρ·h) = [0.5/0.2, −2/0.05] = [2.5, −40] → both clipped → sign step
+    (False, [0.9, -1.9], 0.0),
+])
+def test_sophia_bias_correction_by_hand(bias_correction, expected_theta, expected_unclipped):
+    theta = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    opt = Sophia([theta], lr=0.1, betas=(0.5, 0.9), rho=0.5, bias_correction=bias_correction)
+    _deterministic_refresh(opt, theta, torch.tensor([2.0, 1.0], dtype=torch.float64))  # ĥ = [4, 1]
+    assert opt.state[theta]["hessian"].tolist() == pytest.approx([0.4, 0.1])  # the stored EMA is raw
+    theta.grad = torch.tensor([1.0, -4.0], dtype=torch.float64)
+    opt.step()
+    assert theta.detach().tolist() == pytest.approx(expected_theta, abs=1e-12)
+    assert opt.step_stats()["unclipped_fraction"] == expected_unclipped
+
+
+def test_sophia_bias_corrected_curvature_is_the_average_of_the_estimates():
+    # Two refreshes ĥ = 4 then ĥ = 16 with β2 = 0.9: raw EMA h = 0.9·(0.1·4) + 0.1·16 = 1.96;
+    # corrected: 1.96 / (1 − 0.81) = 10.315…, the β2-weighted mean of 4 and 16 (0.9·4 + 16)/1.9.
+    theta = torch.nn.Parameter(torch.tensor([0.0], dtype=torch.float64))
+    opt = Sophia([theta], lr=1.0, betas=(0.0, 0.9), rho=1.0)
+    _deterministic_refresh(opt, theta, torch.tensor([2.0], dtype=torch.float64))
+    _deterministic_refresh(opt, theta, torch.tensor([4.0], dtype=torch.float64))
+    theta.grad = torch.tensor([1.0], dtype=torch.float64)  # β1 = 0: m̂ = g = 1 → step = 1/10.315…
+    opt.step()
+    assert float(theta.detach()) == pytest.approx(-1.9 / (0.9 * 4 + 16), rel=1e-12)
 
 
 def test_sophia_sign_descent_before_first_refresh_and_per_group_lr():
@@ -95,7 +131,7 @@ def test_sophia_hessian_ema_from_zeros():
     opt = Sophia([theta, frozen, unused], betas=(0.9, 0.99))
     a = torch.tensor([1.0, -3.0])
     # deterministic "sampled" loss: grad = a, so h_hat = B*a*a = 2*[1, 9] = [2, 18]
-    probe = HessianProbe(_no_probe_loss, lambda: (a * theta).sum(), batch_size=2)
+    probe = HessianProbe(_no_probe_loss, lambda: (a * theta).sum(), n_terms=2)
     theta.grad = torch.tensor([9.0, 9.0])  # stale gradient must not leak into the estimate
     with torch.no_grad():  # the engine may call it under no_grad
         opt.update_hessian(probe)
@@ -119,7 +155,7 @@ def _softmax_probe(W, X, gen):
             y = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen).squeeze(1)
         return F.cross_entropy(logits, y)
 
-    return HessianProbe(_no_probe_loss, sampled_nll, batch_size=X.shape[0])
+    return HessianProbe(_no_probe_loss, sampled_nll, n_terms=X.shape[0])
 
 
 def _average_estimates(opt, p, probe, n):
@@ -174,7 +210,7 @@ def _quadratic_setup():
     theta = torch.nn.Parameter(torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64))
     lin = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))  # enters linearly: H = 0
     unused = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
-    probe = HessianProbe(lambda: 0.5 * theta @ _A @ theta + 3.0 * lin.sum(), _no_probe_loss, batch_size=1)
+    probe = HessianProbe(lambda: 0.5 * theta @ _A @ theta + 3.0 * lin.sum(), _no_probe_loss, n_terms=1)
     opt = Sophia([theta, lin, unused], betas=(0.9, 0.0), estimator="hutchinson")
     return theta, lin, unused, probe, opt
 
@@ -201,7 +237,7 @@ def test_hutchinson_single_estimate_is_u_times_Au():
     # For a diagonal A, u ⊙ (A u) = diag(A) exactly, whatever the Rademacher draw.
     theta = torch.nn.Parameter(torch.tensor([1.0, 2.0], dtype=torch.float64))
     D = torch.tensor([5.0, 0.25], dtype=torch.float64)
-    probe = HessianProbe(lambda: 0.5 * (D * theta * theta).sum(), _no_probe_loss, batch_size=1)
+    probe = HessianProbe(lambda: 0.5 * (D * theta * theta).sum(), _no_probe_loss, n_terms=1)
     opt = Sophia([theta], betas=(0.9, 0.5), estimator="hutchinson")
     opt.update_hessian(probe)
     assert opt.state[theta]["hessian"].tolist() == pytest.approx([2.5, 0.125])  # 0.5 * D
@@ -227,7 +263,7 @@ def test_sophia_decreases_ill_conditioned_quadratic(name):
         s = torch.randint(0, 2, (2,)).float() * 2 - 1
         return (s * sq * theta).sum()
 
-    probe = HessianProbe(loss_fn, sampled_nll, batch_size=1)
+    probe = HessianProbe(loss_fn, sampled_nll, n_terms=1)
     opt = build_optimizer(name, [theta], lr=0.05, rho=1.0, betas=(0.9, 0.9), hessian_interval=2)
     start = loss_fn().item()
     for step in range(150):
@@ -319,7 +355,7 @@ def test_optimizer_defaults():
     }
     assert optimizer_defaults("sophia") == {
         "lr": 1e-5, "betas": (0.965, 0.99), "rho": 0.04, "weight_decay": 0.0,
-        "eps": 1e-12, "hessian_interval": 10,
+        "eps": 1e-12, "hessian_interval": 10, "bias_correction": True,
     }
     assert optimizer_defaults("sophia-h") == optimizer_defaults("sophia")
     assert optimizer_defaults("sgd")["momentum"] == 0.9
@@ -359,7 +395,7 @@ def test_state_dict_round_trip(name):
     def run(m, opt, steps, start):
         for step in range(start, start + steps):
             if hasattr(opt, "wants_hessian") and opt.wants_hessian(step):
-                probe = HessianProbe(lambda: loss_fn(m), lambda: loss_fn(m), batch_size=5)
+                probe = HessianProbe(lambda: loss_fn(m), lambda: loss_fn(m), n_terms=5)
                 torch.manual_seed(step)
                 opt.update_hessian(probe)
             opt.zero_grad()
@@ -381,3 +417,25 @@ def test_state_dict_round_trip(name):
     for a, b in zip(model.parameters(), clone.parameters()):
         for key in ("exp_avg", "hessian"):
             assert torch.equal(opt.state[a][key], opt2.state[b][key])
+
+
+# -- weight decay groups ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["adamw", "sophia", "soul"])
+def test_weight_decay_spares_biases_and_norm_weights_by_default(name):
+    from soul_bench.engine.optimizers import weight_decay_groups
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = build_optimizer(name, weight_decay_groups(model), lr=0.1, weight_decay=0.5)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # no gradient signal: only the decay can move a weight
+    optimizer.step()
+    after = dict(model.named_parameters())
+    torch.testing.assert_close(after["0.weight"].detach(), before["0.weight"] * (1 - 0.1 * 0.5))  # decoupled decay
+    for one_d in ("0.bias", "1.weight", "1.bias"):
+        torch.testing.assert_close(after[one_d].detach(), before[one_d])
+    # the option puts everything in one decayed group
+    groups = weight_decay_groups(model, decay_biases_and_norms=True)
+    assert len(groups) == 1 and len(groups[0]["params"]) == 4 and "weight_decay" not in groups[0]

@@ -3,7 +3,8 @@
 The engine never asks an optimiser's name. Any optimiser that has a ``wants_hessian(step)``
 method is called, on the steps it asks for, with a :class:`HessianProbe` for the current
 batch; it runs whatever extra forward/backward its estimator needs and updates its own
-state. The probe offers the two losses the estimators in SPEC.md need.
+state. The probe offers the two losses the estimators of Sophia (Liu et al. 2023, arXiv
+2305.14342, §2.3: Gauss-Newton-Bartlett and Hutchinson) need.
 """
 
 from __future__ import annotations
@@ -21,14 +22,30 @@ class HessianProbe:
 
     ``sampled_nll_fn()``: Gauss-Newton-Bartlett's loss — cross-entropy of the model's logits
     against labels *sampled from the model's own softmax* at every supervised position of the
-    batch, mean over those positions. Its squared gradient, times ``batch_size``, is an
-    unbiased estimate of the Gauss-Newton diagonal.
+    batch, mean over those positions.
+
+    ``n_terms``: how many terms that mean runs over — the number of supervised *tokens* of the
+    batch, not of sequences. With L̂ = (1/N)·Σ_t ℓ_t(ŷ_t) and independent draws ŷ_t,
+    E[∇L̂ ∇L̂ᵀ] = (1/N²)·Σ_t J_tᵀ(diag p_t − p_t p_tᵀ)J_t = (1/N)·GN(L) for the token-mean
+    loss L, so N·(∇L̂ ⊙ ∇L̂) is an unbiased estimate of the Gauss-Newton diagonal of L (the
+    official ``train_sophiag.py`` multiplies by batch × block tokens for the same reason).
+    Scaling by sequences instead shrinks the estimate by the answer length.
     """
 
-    def __init__(self, loss_fn: Callable[[], torch.Tensor], sampled_nll_fn: Callable[[], torch.Tensor], batch_size: int):
+    def __init__(self, loss_fn: Callable[[], torch.Tensor], sampled_nll_fn: Callable[[], torch.Tensor], n_terms: int):
         self.loss_fn = loss_fn
         self.sampled_nll_fn = sampled_nll_fn
-        self.batch_size = batch_size
+        self.n_terms = int(n_terms)
+
+    @classmethod
+    def for_batch(cls, model, batch: dict[str, torch.Tensor], loss_fn: Callable[[], torch.Tensor]) -> "HessianProbe":
+        """The probe of a labelled batch: GNB samples at its supervised positions, and
+        ``n_terms`` = the number of those positions (the tokens the sampled-label mean runs over)."""
+        from soul_bench.data import IGNORE_INDEX
+        from soul_bench.lm import sampled_label_nll
+
+        n_tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        return cls(loss_fn, lambda: sampled_label_nll(model, batch), n_terms=n_tokens)
 
     def loss(self) -> torch.Tensor:
         return self.loss_fn()

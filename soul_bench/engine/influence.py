@@ -49,8 +49,12 @@ Solvers (``solver=``):
   the diagonal analogue of it.
 
 Closures: ``forget_loss_fn()`` / ``retain_loss_fn()`` return losses with graphs over the
-current parameters, normally scalars (the engine passes mean CE over the forget set and over a
-retain sample). A 1-D per-example loss tensor is also accepted and averaged. Each closure is
+current parameters, normally scalars. The engine (``run_one_shot``) passes the forget side as
+one ``(closure, weight)`` pair per batch of the *whole* forget set (the gradients are
+accumulated, so ``g_F`` is the gradient of the token-mean CE over every forget sequence) and
+the retain side as the mean CE over a seeded sample of ``retain_samples`` sequences (default
+64; one batch, because CG differentiates its gradient graph again at every iteration).
+A 1-D per-example loss tensor is also accepted and averaged. Each closure is
 called once (``retain_loss_fn`` ``fisher_samples`` times for a scalar ``diag-fisher``). Call
 with the model in eval mode (no dropout) so the HVPs see one fixed function.
 
@@ -63,7 +67,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -76,7 +80,7 @@ SOLVERS = ("cg", "diag-fisher")
 
 IU_DESCRIPTION = "one-shot influence unlearning: θ + s·(H_retain+δI)⁻¹·∇L_forget (CG on HVPs)"
 
-_GLOBAL_KEYS = ("solver", "cg_iters", "cg_tol", "fisher_samples")
+_GLOBAL_KEYS = ("solver", "cg_iters", "cg_tol", "fisher_samples", "retain_samples")
 
 
 def _check_positive(name: str, value) -> float:
@@ -97,7 +101,7 @@ def _check_int(name: str, value, minimum: int) -> int:
     return value
 
 
-def _check_hparams(scale, damping, solver, cg_iters, cg_tol, fisher_samples) -> dict:
+def _check_hparams(scale, damping, solver, cg_iters, cg_tol, fisher_samples, retain_samples=64) -> dict:
     if solver not in SOLVERS:
         raise ValueError(f"unknown IU solver {solver!r}; valid: {', '.join(SOLVERS)}")
     if isinstance(cg_tol, bool):
@@ -115,6 +119,7 @@ def _check_hparams(scale, damping, solver, cg_iters, cg_tol, fisher_samples) -> 
         "cg_iters": _check_int("cg_iters", cg_iters, 1),
         "cg_tol": tol,
         "fisher_samples": None if fisher_samples is None else _check_int("fisher_samples", fisher_samples, 1),
+        "retain_samples": _check_int("retain_samples", retain_samples, 1),
     }
 
 
@@ -167,11 +172,12 @@ class InfluenceUnlearning(Optimizer):
     one_shot = True
 
     def __init__(self, params, scale: float = 1.0, damping: float = 1e-3, solver: str = "cg",
-                 cg_iters: int = 20, cg_tol: float = 1e-6, fisher_samples: int | None = None):
-        defaults = _check_hparams(scale, damping, solver, cg_iters, cg_tol, fisher_samples)
+                 cg_iters: int = 20, cg_tol: float = 1e-6, fisher_samples: int | None = None, retain_samples: int = 64):
+        defaults = _check_hparams(scale, damping, solver, cg_iters, cg_tol, fisher_samples, retain_samples)
         super().__init__(params, defaults)
         for group in self.param_groups:
-            checked = _check_hparams(*(group[k] for k in ("scale", "damping", "solver", "cg_iters", "cg_tol", "fisher_samples")))
+            checked = _check_hparams(*(group[k] for k in ("scale", "damping", "solver", "cg_iters", "cg_tol", "fisher_samples",
+                                                          "retain_samples")))
             group.update(checked)
             for key in _GLOBAL_KEYS:
                 if group[key] != defaults[key]:
@@ -223,12 +229,23 @@ class InfluenceUnlearning(Optimizer):
 
     # -- the one-shot update -------------------------------------------------------------------
 
-    def unlearn(self, forget_loss_fn: Callable[[], torch.Tensor],
+    @property
+    def retain_samples(self) -> int:
+        """How many retain sequences the engine puts in ``retain_loss_fn`` (the sample H_R is
+        the Hessian of; its graph — with the gradient's graph — is held through the CG solve,
+        so it is one batch). Default 64."""
+        return self.defaults["retain_samples"]
+
+    def unlearn(self, forget_loss_fn: Callable[[], torch.Tensor] | Sequence[tuple[Callable[[], torch.Tensor], float]],
                 retain_loss_fn: Callable[[], torch.Tensor]) -> dict:
         """Apply ``θ ← θ + s·(H_R + δI)⁻¹·g_F`` once, in place.
 
         ``forget_loss_fn()`` / ``retain_loss_fn()`` return losses with graphs over the current
-        parameters (scalars, or 1-D per-example losses that are averaged). Solver ``"cg"``:
+        parameters (scalars, or 1-D per-example losses that are averaged). ``forget_loss_fn``
+        may also be a sequence of ``(loss_fn, weight)`` pairs, one per forget batch:
+        ``g_F = Σ weight·∇loss_fn()``, one backward at a time — the engine passes every batch
+        of the forget set with weight = its share of the set's answer tokens, so ``g_F`` is the
+        gradient of the token-mean CE over the *whole* forget set at the memory of one batch. Solver ``"cg"``:
         conjugate gradient on retain-loss Hessian-vector products (double backward), at most
         ``cg_iters`` iterations, stopping at relative residual ``cg_tol``. Solver
         ``"diag-fisher"``: ``H_R ≈ diag(empirical Fisher of the retain loss)``. Gradients of
@@ -247,11 +264,18 @@ class InfluenceUnlearning(Optimizer):
             raise ValueError("IU: no parameter requires grad")
         dts = [_work_dtype(p) for p in params]
 
+        parts = [(forget_loss_fn, 1.0)] if callable(forget_loss_fn) else list(forget_loss_fn)
+        if not parts:
+            raise ValueError("IU: no forget batch")
         with torch.enable_grad():
-            forget_loss = _as_scalar(forget_loss_fn(), "forget_loss_fn")
-            g_f = [g.detach().to(dt) for g, dt in zip(_grads(forget_loss, params), dts)]
-            forget_value = float(forget_loss.detach())
-            del forget_loss
+            g_f = [torch.zeros_like(p, dtype=dt) for p, dt in zip(params, dts)]
+            forget_value = 0.0
+            for loss_fn, weight in parts:
+                forget_loss = _as_scalar(loss_fn(), "forget_loss_fn")
+                for acc, g in zip(g_f, _grads(forget_loss, params)):
+                    acc.add_(g.detach().to(acc.dtype), alpha=float(weight))
+                forget_value += float(weight) * float(forget_loss.detach())
+                del forget_loss
             b_norm = _norm(g_f)
 
             negative = False
@@ -346,7 +370,8 @@ class InfluenceUnlearning(Optimizer):
 
 
 def iu_factory(params, scale: float = 1.0, damping: float = 1e-3, solver: str = "cg",
-               cg_iters: int = 20, cg_tol: float = 1e-6, fisher_samples: int | None = None) -> InfluenceUnlearning:
+               cg_iters: int = 20, cg_tol: float = 1e-6, fisher_samples: int | None = None,
+               retain_samples: int = 64) -> InfluenceUnlearning:
     """Registry factory for optimiser ``iu`` (see :class:`InfluenceUnlearning`)."""
     return InfluenceUnlearning(params, scale=scale, damping=damping, solver=solver, cg_iters=cg_iters,
-                               cg_tol=cg_tol, fisher_samples=fisher_samples)
+                               cg_tol=cg_tol, fisher_samples=fisher_samples, retain_samples=retain_samples)

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from soul_bench.data import collate, to_device
+from soul_bench.data import IGNORE_INDEX, collate, to_device
 from soul_bench.engine.hessian import HessianProbe, HessianRefreshing
-from soul_bench.lm import mean_token_nll, sampled_label_nll
+from soul_bench.lm import mean_token_nll
 
 
 @dataclass
@@ -38,6 +38,8 @@ class LoopSettings:
     max_grad_norm: float | None = 1.0
     schedule: str = "linear"          # constant | linear | cosine (after warm-up)
     warmup_ratio: float = 0.1
+    warmup_from_zero: bool = True     # HF's linear warm-up (step s: s/warmup, so step 0 has LR 0); False: (s+1)/warmup
+    decay_biases_and_norms: bool = False  # weight decay on 1-D tensors (biases, norm weights) too; HF and SOUL exclude them
     bf16: bool = True                 # autocast to bfloat16 on CUDA (a speed setting; CPU runs float32)
     gradient_checkpointing: bool = False
     early_stop_forget_nll: float | None = None   # stop once the mean forget-answer NLL reaches this
@@ -73,14 +75,20 @@ class LoopResult:
 SCHEDULES = ("constant", "linear", "cosine")
 
 
-def lr_lambda(schedule: str, total: int, warmup: int):
-    """Multiplier on the base LR at step s: linear warm-up, then constant/linear/cosine decay."""
+def lr_lambda(schedule: str, total: int, warmup: int, from_zero: bool = True):
+    """Multiplier on the base LR at step s: linear warm-up, then constant/linear/cosine decay.
+
+    ``from_zero`` (default) is transformers' ``get_linear_schedule_with_warmup`` /
+    ``get_cosine_schedule_with_warmup``, which SOUL's and open-unlearning's HF-Trainer runs use:
+    s/warmup during warm-up, so step 0 moves nothing but the optimiser's moments. ``False``
+    ramps (s+1)/warmup, so the first step already has LR 1/warmup (the embedded models'
+    training recipe uses it; their cache keys depend on it)."""
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule '{schedule}'; valid: {', '.join(SCHEDULES)}")
 
     def factor(step: int) -> float:
         if step < warmup:
-            return (step + 1) / warmup
+            return step / warmup if from_zero else (step + 1) / warmup
         if schedule == "constant":
             return 1.0
         progress = (step - warmup) / max(1, total - warmup)
@@ -124,7 +132,8 @@ def run_loop(model, method, optimizer, forget_encoded, settings: LoopSettings, p
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
     total = settings.total_steps(len(forget_encoded))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(settings.schedule, total, int(settings.warmup_ratio * total)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(settings.schedule, total, int(settings.warmup_ratio * total),
+                                                                              settings.warmup_from_zero))
     params = [p for p in model.parameters() if p.requires_grad]
     if settings.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
         model.gradient_checkpointing_enable()
@@ -161,8 +170,7 @@ def run_loop(model, method, optimizer, forget_encoded, settings: LoopSettings, p
                 # The probe sees the first micro-batch: every sequence it trains on (forget + retain).
                 inputs, sequences = micro[0]
                 probe_batch = to_device(collate(sequences, pad_id), device)
-                probe = HessianProbe(lambda inputs=inputs: loss_of(inputs)[0],
-                                     lambda: sampled_label_nll(model, probe_batch), batch_size=len(sequences))
+                probe = HessianProbe.for_batch(model, probe_batch, lambda inputs=inputs: loss_of(inputs)[0])
                 tick = time.perf_counter()
                 optimizer.update_hessian(probe)
                 hessian_s = time.perf_counter() - tick
@@ -190,6 +198,8 @@ def run_loop(model, method, optimizer, forget_encoded, settings: LoopSettings, p
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             entry = {"step": step, "loss": total_loss, "grad_norm": float(grad_norm), "lr": lr, "hessian_s": hessian_s, **terms}
+            if hasattr(optimizer, "step_stats"):  # e.g. Sophia's share of unclipped (curvature-using) coordinates
+                entry.update(optimizer.step_stats())
             result.steps_done = step + 1
             if settings.early_stop_forget_nll is not None and (step + 1) % settings.early_stop_every == 0:
                 entry["forget_nll"] = mean_forget_nll(model, forget_encoded, pad_id)
@@ -205,24 +215,31 @@ def run_loop(model, method, optimizer, forget_encoded, settings: LoopSettings, p
     return result
 
 
-def run_one_shot(model, updater, forget_encoded, retain_encoded, settings: LoopSettings, pad_id: int,
-                 max_sequences: int = 64) -> LoopResult:
+def run_one_shot(model, updater, forget_encoded, retain_encoded, settings: LoopSettings, pad_id: int) -> LoopResult:
     """Apply a one-shot updater (e.g. influence unlearning) instead of the step loop.
 
-    It gets closures for the mean CE over the forget set and over a seeded sample of the retain
-    set, each at most ``max_sequences`` sequences (one batch, so the closures have one graph)."""
+    The forget side is the *whole* forget set: one closure per batch of ``settings.batch_size``
+    sequences, weighted by its share of the set's answer tokens, so the accumulated gradient is
+    that of the token-mean CE over every forget sequence. The retain side is a seeded sample of
+    ``updater.retain_samples`` sequences (default 64) in one batch — the Hessian's sample, whose
+    graph the solver keeps. Both counts go into the log."""
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(settings.seed)
-    forget_rows = [forget_encoded[i] for i in torch.randperm(len(forget_encoded), generator=generator)[:max_sequences].tolist()]
-    retain_rows = [retain_encoded[i] for i in torch.randperm(len(retain_encoded), generator=generator)[:max_sequences].tolist()]
-    forget = to_device(collate(forget_rows, pad_id), device)
+    retain_samples = getattr(updater, "retain_samples", 64)
+    retain_rows = [retain_encoded[i] for i in torch.randperm(len(retain_encoded), generator=generator)[:retain_samples].tolist()]
     retain = to_device(collate(retain_rows, pad_id), device)
+    forget_batches = [collate(forget_encoded[i : i + settings.batch_size], pad_id)
+                      for i in range(0, len(forget_encoded), settings.batch_size)]
+    tokens = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in forget_batches]
+    forget_parts = [(lambda b=b: mean_token_nll(model, to_device(b, device)), n / sum(tokens))
+                    for b, n in zip(forget_batches, tokens)]
     model.eval()  # no dropout: the Hessian-vector products must see one fixed function
     start = time.perf_counter()
     with autocast_context(device, settings.bf16):
-        diagnostics = updater.unlearn(lambda: mean_token_nll(model, forget), lambda: mean_token_nll(model, retain))
+        diagnostics = updater.unlearn(forget_parts, lambda: mean_token_nll(model, retain))
     model.eval()
-    result = LoopResult(steps_done=1, log=[{"step": 0, **(diagnostics or {})}], seconds=time.perf_counter() - start)
+    log = {"step": 0, **(diagnostics or {}), "forget_sequences": len(forget_encoded), "retain_sequences": len(retain_rows)}
+    result = LoopResult(steps_done=1, log=[log], seconds=time.perf_counter() - start)
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         result.failure = "one-shot update produced non-finite weights"
     return result

@@ -4,7 +4,7 @@
 (``inputs.forget``, ``inputs.retain``, ``inputs.forget_refusal``) and the frozen reference
 model (None unless ``needs_reference``).
 
-Notation (SPEC.md): F a forget batch, R a retain batch, CE the mean answer-token
+Notation: F a forget batch, R a retain batch, CE the mean answer-token
 cross-entropy, log π(y|x) = −(sum NLL over answer tokens), π_ref the frozen model before
 unlearning. A method declares what it needs (``needs_retain``, ``needs_reference``,
 ``needs_refusal``) so the engine builds only that — GA gets no reference copy and no retain

@@ -38,6 +38,7 @@ __all__ = [
     "OPTIMIZERS",
     "build_optimizer",
     "optimizer_defaults",
+    "weight_decay_groups",
 ]
 
 _ESTIMATORS = ("gnb", "hutchinson")
@@ -64,22 +65,37 @@ class Sophia(Optimizer):
     r"""Sophia (Liu et al. 2023), clipped diagonal-Newton update with a lazily refreshed Hessian.
 
     Per parameter θ with gradient g, state m (EMA of gradients) and h (EMA of diagonal
-    Hessian estimates, zeros until the first refresh)::
+    Hessian estimates, zeros until the first refresh), t = steps taken, r = refreshes done::
 
-        every step:         m ← β1·m + (1−β1)·g
-                            θ ← θ·(1 − lr·wd)                               (decoupled decay)
-                            θ ← θ − lr·clamp( m / max(ρ·h, ε), −1, 1 )     (element-wise)
         on refresh steps:   h ← β2·h + (1−β2)·ĥ                            (update_hessian)
+        every step:         m ← β1·m + (1−β1)·g
+                            m̂ = m / (1−β1^t),  ĥ_r = h / (1−β2^r)          (bias_correction)
+                            θ ← θ·(1 − lr·wd)                               (decoupled decay)
+                            θ ← θ − lr·clamp( m̂ / max(ρ·ĥ_r, ε), −1, 1 )   (element-wise)
 
-    While h = 0 (before the first refresh) the ratio saturates and the update is lr·sign(m);
-    coordinates with tiny or negative curvature (Hutchinson can give ĥ < 0) are likewise
-    clipped to a sign step. No bias correction, as in the official ``SophiaG``.
+    Coordinates with tiny or negative curvature (Hutchinson can give ĥ < 0) are clipped to a
+    sign step. :meth:`step_stats` reports the fraction of coordinates whose last update was
+    *not* clipped (``unclipped_fraction``, the engine logs it per step): at 0 the optimiser
+    is sign-momentum descent and no curvature was used.
+
+    **Bias correction** (``bias_correction=True``, the default here; the official ``SophiaG``
+    has none): unlearning runs are short (tens of steps, a few refreshes), so without it the
+    EMAs never warm up — after r refreshes with β2 = 0.99, h holds only 1−0.99^r (1 % after
+    the first, 3 % after three) of the curvature estimate, ρ·h is that much too small and
+    essentially every coordinate is clipped; m likewise starts at (1−β1)·g. Dividing both by
+    their warm-up factors, as Adam does, makes h the average of the estimates so far and the
+    comparison with AdamW (which corrects both) one of curvature, not of warm-up. Together
+    with the refresh on step 0 (``wants_hessian(0)`` is True) no step runs on h = 0.
+    ``bias_correction=False`` is the official rule (for pre-training runs of 10⁵ steps the two
+    coincide after a few hundred steps).
 
     Estimators of ĥ (``estimator``), both computed on the probe of the current batch:
 
     * ``"gnb"`` -- Gauss-Newton-Bartlett: L̂ = cross-entropy against labels sampled from the
-      model's own softmax (``probe.sampled_nll()``, mean over supervised positions);
-      ĥ = B·∇L̂⊙∇L̂ with B = ``probe.batch_size``. Unbiased for the Gauss-Newton diagonal.
+      model's own softmax (``probe.sampled_nll()``, mean over the N supervised tokens);
+      ĥ = N·∇L̂⊙∇L̂ with N = ``probe.n_terms`` (tokens, not sequences: see
+      :class:`~soul_bench.engine.hessian.HessianProbe`). Unbiased for the Gauss-Newton
+      diagonal of the token-mean loss.
     * ``"hutchinson"`` -- u ~ Rademacher, ĥ = u ⊙ (∇²L·u) with L = ``probe.loss()`` (the
       unlearning loss itself) via a double backward. Unbiased for diag(∇²L).
 
@@ -94,12 +110,13 @@ class Sophia(Optimizer):
     `sophia-h` (Hutchinson on the unlearning loss itself) and `soul` (squared gradients of
     the unlearning loss) are the objective-aware alternatives.
 
-    Compared with the official implementation (``Liuhong99/Sophia``, ``sophia.py``): there h
-    stores the EMA of the raw squared sampled gradient and the batch factor enters the step as
-    ``|m| / (ρ·bs·h + 1e-15)`` clamped at 1 with bs = *tokens* per batch; here B is folded into
-    ĥ (B = ``probe.batch_size``, as the probe contract defines it) and the denominator is
-    ``max(ρ·h, ε)`` as in the paper. Its training script also clips the sampled gradient and
-    uses the refresh iteration *instead of* a training step; neither is done here.
+    Compared with the official implementation (``Liuhong99/Sophia``, ``sophia.py`` and
+    ``train_sophiag.py``): there h stores the EMA of the raw squared sampled gradient and the
+    token factor enters the step as ``|m| / (ρ·bs·h + 1e-15)`` clamped at 1 with bs = batch ×
+    block tokens; here the factor N is folded into ĥ (the same number, N counting the
+    supervised tokens of the probe batch) and the denominator is ``max(ρ·h, ε)`` as in the
+    paper. Its training script also clips the sampled gradient and uses the refresh iteration
+    *instead of* a training step; neither is done here.
 
     ``wants_hessian(step)`` is True when ``step % hessian_interval == 0``, so step 0 refreshes
     too: the official script first refreshes after k−1 steps, which makes the first k steps
@@ -108,9 +125,9 @@ class Sophia(Optimizer):
     The engine calls ``update_hessian`` on the steps ``wants_hessian`` asks for; every
     parameter's ``.grad`` is ``None`` when it returns (call it before the training backward
     of that step, or after ``step()``). Only parameters with ``requires_grad`` count;
-    parameters the probe's loss does not reach get ĥ = 0. ``hessian_interval`` and
-    ``estimator`` are optimiser-wide; ``lr``, ``betas``, ``rho``, ``weight_decay``, ``eps``
-    may differ per param group.
+    parameters the probe's loss does not reach get ĥ = 0. ``hessian_interval``,
+    ``estimator`` and ``bias_correction`` are optimiser-wide; ``lr``, ``betas``, ``rho``,
+    ``weight_decay``, ``eps`` may differ per param group.
     """
 
     def __init__(
@@ -123,6 +140,7 @@ class Sophia(Optimizer):
         eps: float = 1e-12,
         hessian_interval: int = 10,
         estimator: str = "gnb",
+        bias_correction: bool = True,
     ):
         lr = _check_nonneg("learning rate", lr)
         betas = _check_betas(betas)
@@ -135,6 +153,8 @@ class Sophia(Optimizer):
             raise ValueError(f"unknown Hessian estimator {estimator!r}; valid: {', '.join(_ESTIMATORS)}")
         self.hessian_interval = int(hessian_interval)
         self.estimator = estimator
+        self.bias_correction = bool(bias_correction)
+        self._unclipped: float | None = None
         defaults = dict(lr=lr, betas=betas, rho=rho, weight_decay=weight_decay, eps=eps)
         super().__init__(params, defaults)
 
@@ -145,6 +165,7 @@ class Sophia(Optimizer):
             state["step"] = torch.tensor(0.0)
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["hessian"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["hessian_refreshes"] = 0
         return state
 
     def _trainable(self) -> list[tuple[dict, torch.Tensor]]:
@@ -170,7 +191,9 @@ class Sophia(Optimizer):
         with torch.no_grad():
             for (group, p), h_hat in zip(pairs, estimates):
                 beta2 = group["betas"][1]
-                h = self._state(p)["hessian"]
+                state = self._state(p)
+                state["hessian_refreshes"] = state.get("hessian_refreshes", 0) + 1
+                h = state["hessian"]
                 h.mul_(beta2)
                 if h_hat is not None:
                     h.add_(h_hat.to(h.dtype), alpha=1.0 - beta2)
@@ -181,7 +204,7 @@ class Sophia(Optimizer):
     def _gnb(probe: HessianProbe, params: list[torch.Tensor]) -> list[torch.Tensor | None]:
         loss = probe.sampled_nll()
         grads = torch.autograd.grad(loss, params, allow_unused=True)
-        scale = float(probe.batch_size)
+        scale = float(probe.n_terms)  # tokens the sampled-label mean runs over
         return [None if g is None else g.detach().square().mul_(scale) for g in grads]
 
     @staticmethod
@@ -205,14 +228,21 @@ class Sophia(Optimizer):
         return out
 
     # -- the update -------------------------------------------------------------------------
+    def step_stats(self) -> dict:
+        """What the last ``step`` did: ``unclipped_fraction``, the share of moving coordinates
+        (m ≠ 0) with |m̂| < ρ·ĥ — the ones whose step used the curvature (the rest took
+        lr·sign(m))."""
+        return {} if self._unclipped is None else {"unclipped_fraction": self._unclipped}
+
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None):
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        unclipped, total = 0, 0
         for group in self.param_groups:
-            beta1 = group["betas"][0]
+            beta1, beta2 = group["betas"]
             lr, rho, wd, eps = group["lr"], group["rho"], group["weight_decay"], group["eps"]
             for p in group["params"]:
                 if p.grad is None:
@@ -225,8 +255,17 @@ class Sophia(Optimizer):
                 m.mul_(beta1).add_(p.grad, alpha=1.0 - beta1)
                 if wd != 0.0:
                     p.mul_(1.0 - lr * wd)
-                ratio = m / (h * rho).clamp_(min=eps)
+                numerator, curvature = m, h
+                if self.bias_correction:
+                    numerator = m / (1.0 - beta1 ** float(state["step"]))
+                    if state.get("hessian_refreshes", 0) > 0:
+                        curvature = h / (1.0 - beta2 ** state["hessian_refreshes"])
+                ratio = numerator / (curvature * rho).clamp(min=eps)
+                moving = numerator != 0  # coordinates that move at all (unused embedding rows do not)
+                unclipped = unclipped + ((ratio.abs() < 1.0) & moving).sum()  # tensors: one device sync per step
+                total = total + moving.sum()
                 p.add_(ratio.clamp_(-1.0, 1.0), alpha=-lr)
+        self._unclipped = float(unclipped) / float(total) if float(total) else None
         return loss
 
 
@@ -248,9 +287,9 @@ class SoulSophia(Optimizer):
     ``exp_avg.mul_(beta1).add_(grad, 1-beta1)`` and ``ratio = (|m| / (rho*bs*h +
     1e-15)).clamp(None, 1)``; ``param.addcmul_(sign(m), ratio, value=-lr)``. So the step uses
     the *new* h (already containing this step's g²) and the doubly-updated m; ``bs`` is the
-    default argument 5120 since HF Trainer calls ``step()`` without it. The order matches
-    SPEC.md. Their ``create_sophia_optimizer`` puts biases and LayerNorm weights in a group
-    with weight_decay 0 (build such groups in the caller if you want that too). The TOFU
+    default argument 5120 since HF Trainer calls ``step()`` without it. Their
+    ``create_sophia_optimizer`` puts biases and LayerNorm weights in a group with weight_decay
+    0 (the engine does the same: :func:`weight_decay_groups`). The TOFU
     configs use betas (0.9, 0.95), rho 0.04, wd 0.1; their CLI default rho is 0.03.
 
     With h ≈ g² the ratio is |m|/(ρ·B·g²), which is ≥ 1 for most coordinates once the
@@ -278,6 +317,7 @@ class SoulSophia(Optimizer):
             faithful_double_momentum=bool(faithful_double_momentum),
         )
         super().__init__(params, defaults)
+        self._unclipped: float | None = None
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None):
@@ -285,6 +325,7 @@ class SoulSophia(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        unclipped, total = 0, 0
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             lr, rho, wd = group["lr"], group["rho"], group["weight_decay"]
@@ -308,9 +349,18 @@ class SoulSophia(Optimizer):
                     m.mul_(beta1).add_(g, alpha=1.0 - beta1)
                 if wd != 0.0:
                     p.mul_(1.0 - lr * wd)
-                ratio = (m.abs() / (h * scale + 1e-15)).clamp_(max=1.0)
-                p.addcmul_(m.sign(), ratio, value=-lr)
+                ratio = m.abs() / (h * scale + 1e-15)
+                moving = m != 0
+                unclipped = unclipped + ((ratio < 1.0) & moving).sum()
+                total = total + moving.sum()
+                p.addcmul_(m.sign(), ratio.clamp_(max=1.0), value=-lr)
+        self._unclipped = float(unclipped) / float(total) if float(total) else None
         return loss
+
+    def step_stats(self) -> dict:
+        """``unclipped_fraction``: share of moving coordinates (m ≠ 0) of the last step with |m| < ρ·B·h (see
+        :meth:`Sophia.step_stats`); near 0 on real models, where the update is sign descent."""
+        return {} if self._unclipped is None else {"unclipped_fraction": self._unclipped}
 
 
 from soul_bench.engine.influence import IU_DESCRIPTION, iu_factory  # noqa: E402  (registry below)
@@ -327,14 +377,16 @@ def _sgd(params, lr: float = 1e-3, momentum: float = 0.9, dampening: float = 0.0
     return torch.optim.SGD(params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
 
 
-def _sophia(params, lr: float = 1e-5, betas=(0.965, 0.99), rho: float = 0.04, weight_decay: float = 0.0, eps: float = 1e-12, hessian_interval: int = 10):
+def _sophia(params, lr: float = 1e-5, betas=(0.965, 0.99), rho: float = 0.04, weight_decay: float = 0.0, eps: float = 1e-12,
+            hessian_interval: int = 10, bias_correction: bool = True):
     return Sophia(params, lr=lr, betas=betas, rho=rho, weight_decay=weight_decay, eps=eps,
-                  hessian_interval=hessian_interval, estimator="gnb")
+                  hessian_interval=hessian_interval, estimator="gnb", bias_correction=bias_correction)
 
 
-def _sophia_h(params, lr: float = 1e-5, betas=(0.965, 0.99), rho: float = 0.04, weight_decay: float = 0.0, eps: float = 1e-12, hessian_interval: int = 10):
+def _sophia_h(params, lr: float = 1e-5, betas=(0.965, 0.99), rho: float = 0.04, weight_decay: float = 0.0, eps: float = 1e-12,
+              hessian_interval: int = 10, bias_correction: bool = True):
     return Sophia(params, lr=lr, betas=betas, rho=rho, weight_decay=weight_decay, eps=eps,
-                  hessian_interval=hessian_interval, estimator="hutchinson")
+                  hessian_interval=hessian_interval, estimator="hutchinson", bias_correction=bias_correction)
 
 
 OPTIMIZERS: dict[str, tuple[Callable[..., Optimizer], str]] = {
@@ -362,6 +414,21 @@ def optimizer_defaults(name: str) -> dict:
             continue
         out[pname] = tuple(prm.default) if isinstance(prm.default, (list, tuple)) else prm.default
     return out
+
+
+def weight_decay_groups(model: torch.nn.Module, decay_biases_and_norms: bool = False) -> list[dict]:
+    """The model's trainable parameters as optimiser param groups: matrices (≥ 2-D: linear
+    layers, embeddings, LoRA factors) decay; 1-D tensors — biases and norm weights — get
+    ``weight_decay = 0``, as HF's Trainer (``get_decay_parameter_names``) and SOUL's
+    ``create_sophia_optimizer`` (nanoGPT's rule: ``p.dim() >= 2`` decays) do. Shrinking a norm
+    gain towards 0 rescales a whole layer's output, which is not the regularisation weight
+    decay is meant to be. ``decay_biases_and_norms=True`` puts everything in one group."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if decay_biases_and_norms:
+        return [{"params": trainable}]
+    decay = [p for p in trainable if p.dim() >= 2]
+    no_decay = [p for p in trainable if p.dim() < 2]
+    return [group for group in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if group["params"]]
 
 
 def build_optimizer(name: str, params, **hparams) -> Optimizer:

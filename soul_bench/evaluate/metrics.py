@@ -7,7 +7,7 @@ paraphrased or perturbed answer.  There is no model code and no torch import, so
 own eval logs (``avg_gt_loss``, ``avg_paraphrased_loss``, ``average_perturb_loss``,
 ``rougeL_recall``) can be fed straight in and compared.
 
-Formulas (see ``/work/shared/SPEC.md``, "TOFU evaluation"):
+Formulas (Maini et al. 2024, TOFU, arXiv 2401.06121; its code ``locuslab/tofu``, ``aggregate_eval_stat.py``):
 
 * Prob. (forget / retain):           mean_i exp(-avg_nll_i)                  -> :func:`probability`
 * Prob. (real authors / world facts): mean_i p_i / (p_i + sum_j q_ij),
