@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from soul_bench.engine.hparams import check_types
 from soul_bench.engine.methods import UNLEARNING_METHODS, Method
 from soul_bench.engine.optimizers import OPTIMIZERS
 from soul_bench.errors import UserError
@@ -110,6 +111,11 @@ def build_method(name: str, hparams: dict | None = None) -> Method:
     if name not in registry:
         raise _valid("method", name, registry)
     cls = registry[name]
+    defaults = {f.name: f.default for f in getattr(cls, "__dataclass_fields__", {}).values()}
+    try:
+        check_types(name, defaults, hparams or {})
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
     try:
         return cls(**(hparams or {}))
     except TypeError as exc:

@@ -51,7 +51,10 @@ def cell_settings(task: Task, spec: SweepSpec, method: str, optimizer: str, seed
     unknown = set(unlearning) - LOOP_FIELDS
     if unknown:
         raise UserError(f"unknown unlearning setting '{sorted(unknown)[0]}'; valid: lr, {', '.join(sorted(LOOP_FIELDS))}")
-    loop = LoopSettings(**unlearning, seed=seed)
+    try:
+        loop = LoopSettings(**unlearning, seed=seed)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
     method_hp = {**task.card.section("methods").get(method, {}), **spec.method_hparams.get(method, {})}
     optimizer_hp = {**task.card.section("optimizers").get(optimizer, {}), **spec.optimizer_hparams.get(optimizer, {})}
     if lr is not None and "lr" in optimizer_defaults(optimizer):  # one-shot updaters (IU) have no LR
@@ -80,6 +83,8 @@ class Runner:
         self.device = resolve_device(spec.device)
         self.fmt = self.task.prompt_format(spec.prompt_template)
         self.out = Path(spec.out)
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out '{self.out}' is an existing file; give a folder (new, or one of an earlier run to resume)")
         self.cell_ids: list[str] = []  # the records this sweep owns (an out dir may hold older ones)
 
     # ------------------------------------------------------------ setup

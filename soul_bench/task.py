@@ -85,8 +85,17 @@ class Task:
 
     def prompt_format(self, override: str | None = None) -> PromptFormat:
         prompt = self.card.section("prompt")
-        return PromptFormat(template=override or prompt.get("template", PromptFormat.template),
-                            answer_prefix=prompt.get("answer_prefix", PromptFormat.answer_prefix))
+        template = override or prompt.get("template", PromptFormat.template)
+        if template != "chat":
+            try:
+                template.format(question="")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise UserError(f"prompt template {template!r} is not a valid format string ({exc}); it takes one "
+                                "{question} field (write {{ and }} for literal braces), or 'chat'") from exc
+            if "{question}" not in template:
+                raise UserError(f"prompt template {template!r} has no {{question}} field: the question would be dropped; "
+                                "e.g. 'Q: {question} A:' or 'chat'")
+        return PromptFormat(template=template, answer_prefix=prompt.get("answer_prefix", PromptFormat.answer_prefix))
 
     def load_data(self, source: DataSource, forget_split: str | None, limit: int | None, generator_options: dict) -> TaskData:
         raise NotImplementedError

@@ -46,6 +46,34 @@ class LoopSettings:
     early_stop_every: int = 5
     seed: int = 0
 
+    def __post_init__(self):
+        """Reject values the loop cannot run with, in one line naming the setting (not a
+        ZeroDivisionError or a silent zero-step run later)."""
+        def number(name, value, low, *, integer=False, inclusive=True, optional=False):
+            if value is None and optional:
+                return
+            kind = "an integer" if integer else "a number"
+            ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+            if isinstance(value, bool) or not ok_type or not (value >= low if inclusive else value > low):
+                bound = f">= {low}" if inclusive else f"> {low}"
+                raise ValueError(f"unlearning setting '{name}' must be {kind} {bound}, got {value!r}")
+
+        number("steps", self.steps, 1, integer=True, optional=True)
+        number("epochs", self.epochs, 0, inclusive=False, optional=True)
+        number("batch_size", self.batch_size, 1, integer=True)
+        number("grad_accum", self.grad_accum, 1, integer=True)
+        number("max_grad_norm", self.max_grad_norm, 0, inclusive=False, optional=True)
+        number("early_stop_forget_nll", self.early_stop_forget_nll, 0, optional=True)
+        number("early_stop_every", self.early_stop_every, 1, integer=True)
+        number("warmup_ratio", self.warmup_ratio, 0)
+        if self.warmup_ratio >= 1:
+            raise ValueError(f"unlearning setting 'warmup_ratio' must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unlearning setting 'schedule' must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        for flag in ("warmup_from_zero", "decay_biases_and_norms", "bf16", "gradient_checkpointing"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"unlearning setting '{flag}' must be true or false, got {getattr(self, flag)!r}")
+
     def total_steps(self, n_examples: int) -> int:
         if self.steps is not None:
             return self.steps

@@ -31,6 +31,7 @@ import torch
 from torch.optim import Optimizer
 
 from soul_bench.engine.hessian import HessianProbe
+from soul_bench.engine.hparams import check_types
 
 __all__ = [
     "Sophia",
@@ -444,6 +445,7 @@ def build_optimizer(name: str, params, **hparams) -> Optimizer:
             raise ValueError(
                 f"unknown hyper-parameter {key!r} for optimizer {name!r}; valid: {', '.join(valid)}"
             )
+    check_types(name, valid, hparams)
     if isinstance(hparams.get("betas"), list):
         hparams["betas"] = tuple(hparams["betas"])
     return factory(params, **hparams)

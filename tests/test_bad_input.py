@@ -1,0 +1,76 @@
+"""Bad run settings end in one line on stderr and exit code 2, before anything is written
+(table-driven; each case would otherwise run, crash mid-run or silently do the wrong thing)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from cli_helpers import run_cli
+
+BASE = ["run", "--preset", "micro", "--methods", "ga,npo", "--optimizers", "adamw,sophia", "--no-progress"]
+
+FLAG_CASES = [
+    (["--steps", "0"], "'steps' must be an integer >= 1"),
+    (["--steps", "-5"], "'steps' must be an integer >= 1"),
+    (["--epochs", "-1"], "'epochs' must be a number > 0"),
+    (["--epochs", "0"], "'epochs' must be a number > 0"),
+    (["--batch-size", "0"], "'batch_size' must be an integer >= 1"),
+    (["--hparam", "npo.beta=abc"], "npo.beta must be a number, got 'abc'"),
+    (["--hparam", "sophia.rho=abc"], "sophia.rho must be a number, got 'abc'"),
+    (["--hparam", "sophia.betas=0.9"], "sophia.betas must be a list of 2 numbers"),
+    (["--hparam", "sophia.bias_correction=maybe"], "sophia.bias_correction must be true or false"),
+    (["--hparam", "adamw.weight_decay=[1, 2]"], "adamw.weight_decay must be a number"),
+    (["--prompt-template", "Tell me about it."], "has no {question} field"),
+    (["--prompt-template", "Q: {quest}"], "is not a valid format string"),
+    (["--prompt-template", "Q: {question"], "is not a valid format string"),
+]
+
+CONFIG_CASES = [
+    ({"unlearning": {"schedule": "step"}}, "'schedule' must be one of constant, linear, cosine"),
+    ({"unlearning": {"warmup_ratio": 1.5}}, "'warmup_ratio' must be in [0, 1)"),
+    ({"unlearning": {"warmup_ratio": -0.1}}, "'warmup_ratio' must be a number >= 0"),
+    ({"unlearning": {"grad_accum": 0}}, "'grad_accum' must be an integer >= 1"),
+    ({"unlearning": {"grad_accum": 2.5}}, "'grad_accum' must be an integer >= 1"),
+    ({"unlearning": {"max_grad_norm": -1}}, "'max_grad_norm' must be a number > 0"),
+    ({"unlearning": {"batch_size": "eight"}}, "'batch_size' must be an integer >= 1"),
+    ({"unlearning": {"bf16": "yes"}}, "'bf16' must be true or false"),
+    ({"unlearning": {"early_stop_every": 0}}, "'early_stop_every' must be an integer >= 1"),
+    ({"method_hparams": {"npo": {"beta": "high"}}}, "npo.beta must be a number"),
+    ({"optimizer_hparams": {"sophia": {"bias_correction": 1}}}, "sophia.bias_correction must be true or false"),
+    ({"optimizer_hparams": {"adamw": {"betas": [0.9]}}}, "adamw.betas must be a list of 2 numbers"),
+]
+
+
+def _assert_one_line_error(code, err, expected):
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert expected in err, err
+
+
+@pytest.mark.parametrize("flags, expected", FLAG_CASES, ids=[" ".join(c[0]) for c in FLAG_CASES])
+def test_bad_flag_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, flags, expected):
+    out = tmp_path / "out"
+    code, _, err = run_cli([*BASE, "--out", out, *flags], capsys)
+    _assert_one_line_error(code, err, expected)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("config, expected", CONFIG_CASES, ids=[str(c[0]) for c in CONFIG_CASES])
+def test_bad_config_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, config, expected):
+    out = tmp_path / "out"
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    code, _, err = run_cli([*BASE, "--out", out, "--config", path], capsys)
+    _assert_one_line_error(code, err, expected)
+    assert not out.exists()
+
+
+def test_out_naming_an_existing_file_is_refused_and_left_alone(tmp_path, capsys):
+    out = tmp_path / "results.txt"
+    out.write_text("keep me")
+    code, _, err = run_cli([*BASE, "--out", out], capsys)
+    _assert_one_line_error(code, err, "is an existing file")
+    assert out.read_text() == "keep me"
