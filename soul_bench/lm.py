@@ -10,6 +10,13 @@ import torch.nn.functional as F
 from soul_bench.data import IGNORE_INDEX
 
 
+def answer_mask(labels: torch.Tensor) -> torch.Tensor:
+    """(batch, seq-1) bool: which next-token positions are supervised (position t predicts
+    labels[:, t+1]); the prompt and padding are IGNORE_INDEX. Its sum is the number of tokens a
+    token-mean loss averages over."""
+    return labels[:, 1:] != IGNORE_INDEX
+
+
 def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token NLL of ``labels`` under next-token ``logits``.
 
@@ -18,7 +25,7 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
     """
     shift_logits = logits[:, :-1, :].float()
     shift_labels = labels[:, 1:]
-    mask = shift_labels != IGNORE_INDEX
+    mask = answer_mask(labels)
     safe_labels = shift_labels.masked_fill(~mask, 0)
     nll = F.cross_entropy(shift_logits.transpose(1, 2), safe_labels, reduction="none")
     return nll * mask, mask
@@ -42,7 +49,7 @@ def sampled_label_nll(model, batch: dict[str, torch.Tensor], generator: torch.Ge
     supervised positions (the Gauss-Newton-Bartlett loss). No gradient flows through the draw."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     shift_logits = logits[:, :-1, :].float()
-    mask = batch["labels"][:, 1:] != IGNORE_INDEX
+    mask = answer_mask(batch["labels"])
     with torch.no_grad():
         probs = torch.softmax(shift_logits[mask], dim=-1)
         sampled = torch.multinomial(probs, 1, generator=generator).squeeze(-1)

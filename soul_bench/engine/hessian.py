@@ -13,6 +13,8 @@ from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
+from soul_bench.lm import answer_mask, sampled_label_nll
+
 
 class HessianProbe:
     """What an optimiser may evaluate on the current batch to refresh its Hessian estimate.
@@ -41,10 +43,7 @@ class HessianProbe:
     def for_batch(cls, model, batch: dict[str, torch.Tensor], loss_fn: Callable[[], torch.Tensor]) -> "HessianProbe":
         """The probe of a labelled batch: GNB samples at its supervised positions, and
         ``n_terms`` = the number of those positions (the tokens the sampled-label mean runs over)."""
-        from soul_bench.data import IGNORE_INDEX
-        from soul_bench.lm import sampled_label_nll
-
-        n_tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        n_tokens = int(answer_mask(batch["labels"]).sum())
         return cls(loss_fn, lambda: sampled_label_nll(model, batch), n_terms=n_tokens)
 
     def loss(self) -> torch.Tensor:

@@ -10,12 +10,16 @@ from __future__ import annotations
 from numbers import Real
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)  # YAML's true/false are ints to Python
+
+
 def _describe(default) -> str | None:
     if isinstance(default, bool):
         return "true or false"
-    if isinstance(default, Real):
+    if _is_number(default):
         return "a number"
-    if isinstance(default, (tuple, list)) and default and all(isinstance(v, Real) and not isinstance(v, bool) for v in default):
+    if isinstance(default, (tuple, list)) and default and all(map(_is_number, default)):
         return f"a list of {len(default)} numbers"
     return None
 
@@ -25,17 +29,15 @@ def check_types(owner: str, defaults: dict, values: dict) -> None:
     (number / true-false / list of numbers). Defaults of other types (strings, None) are not
     checked here: their owners validate them."""
     for key, value in values.items():
-        if key not in defaults:
-            continue
-        default, want = defaults[key], _describe(defaults[key])
+        want = _describe(defaults[key]) if key in defaults else None
         if want is None:
             continue
+        default = defaults[key]
         if isinstance(default, bool):
             ok = isinstance(value, bool)
-        elif isinstance(default, Real):
-            ok = isinstance(value, Real) and not isinstance(value, bool)
+        elif _is_number(default):
+            ok = _is_number(value)
         else:
-            ok = (isinstance(value, (tuple, list)) and len(value) == len(default)
-                  and all(isinstance(v, Real) and not isinstance(v, bool) for v in value))
+            ok = isinstance(value, (tuple, list)) and len(value) == len(default) and all(map(_is_number, value))
         if not ok:
             raise ValueError(f"hyper-parameter {owner}.{key} must be {want}, got {value!r}")

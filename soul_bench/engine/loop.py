@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from soul_bench.data import IGNORE_INDEX, collate, to_device
+from soul_bench.data import collate, to_device
 from soul_bench.engine.hessian import HessianProbe, HessianRefreshing
-from soul_bench.lm import mean_token_nll
+from soul_bench.lm import answer_mask, mean_token_nll
 
 
 @dataclass
@@ -258,8 +258,9 @@ def run_one_shot(model, updater, forget_encoded, retain_encoded, settings: LoopS
     retain = to_device(collate(retain_rows, pad_id), device)
     forget_batches = [collate(forget_encoded[i : i + settings.batch_size], pad_id)
                       for i in range(0, len(forget_encoded), settings.batch_size)]
-    tokens = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in forget_batches]
-    forget_parts = [(lambda b=b: mean_token_nll(model, to_device(b, device)), n / sum(tokens))
+    tokens = [int(answer_mask(b["labels"]).sum()) for b in forget_batches]
+    total_tokens = sum(tokens)
+    forget_parts = [(lambda b=b: mean_token_nll(model, to_device(b, device)), n / total_tokens)
                     for b, n in zip(forget_batches, tokens)]
     model.eval()  # no dropout: the Hessian-vector products must see one fixed function
     start = time.perf_counter()

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from soul_bench.data import IGNORE_INDEX
-from soul_bench.lm import mean_token_nll, sequence_nll
+from soul_bench.lm import answer_mask, mean_token_nll, sequence_nll
 
 
 @dataclass
@@ -176,7 +175,7 @@ class KL(Method):
 def _mean_token_kl(model, reference, batch) -> torch.Tensor:
     """KL(π_ref(·|x_<t) ‖ π_θ(·|x_<t)) summed over the vocabulary, averaged over the batch's
     supervised positions (position t scores labels[:, t+1], as in ``token_nll``). float32."""
-    mask = batch["labels"][:, 1:] != IGNORE_INDEX
+    mask = answer_mask(batch["labels"])
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     with torch.no_grad():
         ref_logits = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
