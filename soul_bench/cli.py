@@ -111,8 +111,8 @@ def list_(
     if "metrics" in show:
         for name in sorted(folders):
             for metric in registry.load_task(name, tasks_dir).card.metrics:
-                arrow = "↑" if metric["direction"] == "higher" else "↓"
-                table.add_row("metric", f"{name}:{metric['name']}", f"{metric.get('label', '')} ({arrow} better)")
+                better = f"best at {metric.ideal:g}" if metric.ideal is not None else f"{metric.arrow} better"
+                table.add_row("metric", f"{name}:{metric.name}", f"{metric.label or metric.name} ({better})")
     console.print(table)
 
 
@@ -140,18 +140,27 @@ def prepare(
 def report(
     run_dirs: list[Path] = typer.Argument(..., help="one or more run folders (each holds records/); several are merged"),
     out: Optional[Path] = typer.Option(None, help="where to write the report (default: the first run folder)"),
-    task: str = typer.Option("tofu", help="task whose card gives the metric columns"),
+    task: Optional[str] = typer.Option(None, help="task whose card gives the metric columns (default: the records' own task)"),
     baseline_optimizer: str = typer.Option("adamw", help="first-order baseline of the FO-vs-SO table"),
     tasks_dir: Optional[list[str]] = typer.Option(None, help=TASKS_DIR_HELP),
 ):
     """Rebuild leaderboards (md/csv/tex), the FO-vs-SO table and figures from records only."""
     from soul_bench import registry
     from soul_bench.report.build import build_report
-    from soul_bench.report.leaderboard import leaderboard_rows, summary_table
+    from soul_bench.report.leaderboard import leaderboard_rows, load_records, summary_table
 
     for run_dir in run_dirs:
         if not (run_dir / "records").is_dir():
             raise UserError(f"'{run_dir}' has no records/ folder; give the --out folder of a soul-bench run")
+    if task is None:  # each record names its task: use that task's card
+        try:
+            named = sorted({str(r.get("task")) for d in run_dirs for r in load_records(d) if r.get("task")})
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+        if len(named) > 1:
+            raise UserError(f"the records belong to several tasks ({', '.join(named)}); report one task at a time "
+                            "(give the run folders of one task, or --task NAME)")
+        task = named[0] if named else "tofu"
     card = registry.load_task(task, tasks_dir).card
     out = out or run_dirs[0]
     title = f"{card.name} ({', '.join(d.name for d in run_dirs)})"
@@ -190,11 +199,11 @@ def reproduce(
 
     if suite != "embedded":
         raise UserError(f"unknown reference suite '{suite}'; valid: embedded")
-    names = task or sorted(n for n in registry.builtin_task_names() if registry.load_task(n).card.section("reference"))
+    names = task or sorted(n for n in registry.builtin_task_names() if registry.load_task(n).card.spec.reference)
     for name in names:
         card = registry.load_task(name).card
         reference = card.section("reference")
-        if not reference:
+        if not card.spec.reference:
             raise UserError(f"task '{name}' has no reference sweep (card section 'reference')")
         overrides = dict(task=name, methods=split_csv(methods) or reference["methods"],
                          optimizers=split_csv(optimizers) or reference["optimizers"],

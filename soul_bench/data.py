@@ -1,4 +1,10 @@
-"""Question/answer examples → token ids with answer-only labels, and the collator.
+"""Examples → token ids with labels, and the collator.
+
+Three example shapes (a task card's ``examples`` section says which each data set has):
+``qa`` (question → answer through a prompt template; :func:`encode_qa`), ``completion``
+(prefix → continuation as plain text; :func:`encode_completion`) and ``text`` (documents
+cut into windows; :func:`encode_text`). :func:`encode_rows` dispatches on the shape. The
+rest of this docstring describes the QA / completion border, which both share.
 
 Convention used everywhere in soul-bench (training, unlearning, every likelihood):
 the label mask covers the answer tokens *and the EOS token after them* (as TOFU's own
@@ -75,11 +81,10 @@ def _prompt_ids(tokenizer, fmt: PromptFormat, prompt: str) -> list[int]:
     return ids
 
 
-def _encode_full(tokenizer, fmt: PromptFormat, question: str, answer: str) -> tuple[list[int], int]:
-    """(ids of prompt + answer_prefix + answer, ending in EOS; index of the first labelled id)."""
-    prompt = fmt.prompt(tokenizer, question)
+def _encode_border(tokenizer, fmt: PromptFormat, prompt: str, rest: str) -> tuple[list[int], int]:
+    """(ids of ``prompt + rest``, ending in EOS; index of the first labelled id)."""
     prompt_ids = _prompt_ids(tokenizer, fmt, prompt)
-    ids = _encode_text(tokenizer, fmt, prompt + fmt.answer_prefix + answer)
+    ids = _encode_text(tokenizer, fmt, prompt + rest)
     start = 0
     for a, b in zip(prompt_ids, ids):
         if a != b:
@@ -88,6 +93,11 @@ def _encode_full(tokenizer, fmt: PromptFormat, question: str, answer: str) -> tu
     if not ids or ids[-1] != tokenizer.eos_token_id or len(ids) == start:
         ids = ids + [tokenizer.eos_token_id]
     return ids, start
+
+
+def _encode_full(tokenizer, fmt: PromptFormat, question: str, answer: str) -> tuple[list[int], int]:
+    """(ids of prompt + answer_prefix + answer, ending in EOS; index of the first labelled id)."""
+    return _encode_border(tokenizer, fmt, fmt.prompt(tokenizer, question), fmt.answer_prefix + answer)
 
 
 def encode_prompt(tokenizer, fmt: PromptFormat, question: str) -> list[int]:
@@ -117,6 +127,58 @@ def answer_length(tokenizer, fmt: PromptFormat, question: str, answer: str) -> i
 def encode_examples(tokenizer, fmt: PromptFormat, examples, answer_key: str = "answer", max_length: int | None = None):
     """Encode a list of QA dicts; ``answer_key`` picks the answer field (e.g. a refusal)."""
     return [encode_qa(tokenizer, fmt, ex["question"], ex[answer_key], max_length) for ex in examples]
+
+
+PLAIN_TEXT = PromptFormat(template="{question}", answer_prefix="")
+
+
+def encode_completion(tokenizer, prefix: str, continuation: str, max_length: int | None = None):
+    """(input_ids, labels) of ``prefix + continuation`` as plain text (BOS first when the
+    tokenizer has one, EOS appended); labels on the continuation + EOS, the border found on
+    token ids as for QA (a continuation that starts mid-word keeps its merged token scored)."""
+    input_ids, start = _encode_border(tokenizer, PLAIN_TEXT, prefix, continuation)
+    labels = [IGNORE_INDEX] * start + input_ids[start:]
+    if max_length is not None and len(input_ids) > max_length:
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
+    return input_ids, labels
+
+
+def encode_text(tokenizer, text: str, max_length: int | None = None) -> list[tuple[list[int], list[int]]]:
+    """A document for language modelling: tokenised once (BOS first when the tokenizer has one,
+    EOS last) and cut into windows of at most ``max_length`` tokens, each window after the
+    first starting with BOS again so every window has the start-of-text context the model
+    saw in training. Every token after BOS is labelled. A window holding nothing to predict
+    (a lone BOS) is dropped."""
+    ids = _encode_text(tokenizer, PLAIN_TEXT, text)
+    if not ids or ids[-1] != tokenizer.eos_token_id:
+        ids = ids + [tokenizer.eos_token_id]
+    bos = tokenizer.bos_token_id
+    has_bos = bos is not None and ids[0] == bos
+    body = ids[1:] if has_bos else ids
+    width = (max_length - int(has_bos)) if max_length else len(body)
+    windows = []
+    for start in range(0, len(body), max(width, 1)):
+        piece = ([bos] if has_bos else []) + body[start : start + width]
+        labels = ([IGNORE_INDEX] if has_bos else []) + piece[int(has_bos):]
+        if len(piece) >= 2:
+            windows.append((piece, labels))
+    return windows
+
+
+def encode_rows(tokenizer, fmt: PromptFormat, rows, shape: str = "qa", max_length: int | None = None,
+                answer_key: str = "answer") -> list[tuple[list[int], list[int]]]:
+    """Encode a data set of the given shape (``qa``: question / ``answer_key``; ``completion``:
+    prefix / continuation; ``text``: text, one or more windows per row)."""
+    if shape == "qa":
+        return [encode_qa(tokenizer, fmt, row["question"], row[answer_key], max_length) for row in rows]
+    if shape == "completion":
+        return [encode_completion(tokenizer, row["prefix"], row["continuation"], max_length) for row in rows]
+    if shape == "text":
+        return [window for row in rows for window in encode_text(tokenizer, row["text"], max_length)]
+    raise ValueError(f"unknown example shape '{shape}'; valid: qa, completion, text")
+
+
+SHAPE_FIELDS = {"qa": ("question", "answer"), "completion": ("prefix", "continuation"), "text": ("text",)}
 
 
 def collate(encoded, pad_id: int) -> dict[str, torch.Tensor]:

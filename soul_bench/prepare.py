@@ -15,14 +15,12 @@ from pathlib import Path
 
 import torch
 
-from soul_bench.data import encode_examples
+from soul_bench.data import encode_rows
 from soul_bench.engine.loop import LoopSettings, run_loop
 from soul_bench.engine.methods import FineTune
 from soul_bench.errors import UserError
 from soul_bench.models import build_tiny_llama, cache_root, content_hash, save_model, train_tokenizer
 from soul_bench.task import Task, TaskData
-
-STAGE_ORDER = ("base", "target", "retain")
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -33,24 +31,55 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def embedded_preset(task: Task, preset: str | None, overrides: dict | None = None) -> dict:
-    """The named preset of the card's ``embedded`` section, with user overrides merged in."""
-    embedded = task.card.section("embedded")
-    presets = embedded.get("presets", {})
-    name = preset or embedded.get("default_preset")
-    if name not in presets:
-        raise UserError(f"unknown preset '{name}' for task '{task.name}'; valid: {', '.join(presets)}")
-    recipe = deep_merge(presets[name], overrides or {})
+    """The named preset of the card's ``embedded`` section, with user overrides merged in.
+    ``recipe["checks"]`` is a list of :class:`~soul_bench.card.CheckSpec` (the preset's list,
+    when it has one, replaces the card's)."""
+    embedded = task.card.spec.embedded
+    if embedded is None:
+        raise UserError(f"task '{task.name}' has no embedded default (card section 'embedded'); give --model")
+    name = preset or embedded.default_preset
+    if name not in embedded.presets:
+        raise UserError(f"unknown preset '{name}' for task '{task.name}'; valid: {', '.join(embedded.presets)}")
+    chosen = embedded.presets[name]
+    recipe = deep_merge(chosen.model_dump(exclude={"checks", "stages"}), overrides or {})
     recipe["name"] = name
-    recipe["checks"] = {**embedded.get("checks", {}), **recipe.get("checks", {})}
-    recipe["stages"] = deep_merge(embedded.get("stages", {}), recipe.get("stages", {}))
+    recipe["checks"] = list(embedded.checks if chosen.checks is None else chosen.checks)
+    stages = {stage: spec.model_dump() for stage, spec in embedded.stages.items()}
+    recipe["stages"] = deep_merge(stages, {k: v.model_dump() for k, v in (chosen.stages or {}).items()})
     return recipe
 
 
-def _texts(data: TaskData) -> list[str]:
+def stage_order(stages: dict[str, dict]) -> list[str]:
+    """Card order, except that a stage comes after the stage it starts from."""
+    order: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in order or name == "scratch":
+            return
+        if name in path:
+            raise UserError(f"embedded stages start from each other in a circle: {' → '.join(path + (name,))}")
+        if name not in stages:
+            raise UserError(f"stage '{path[-1]}' starts from unknown stage '{name}'; valid: scratch, {', '.join(stages)}")
+        visit(stages[name].get("init", "scratch"), path + (name,))
+        order.append(name)
+
+    for name in stages:
+        visit(name, ())
+    return order
+
+
+def _texts(data: TaskData, fields: list[str] | None) -> list[str]:
+    """The tokenizer's training text: the named fields of every row (strings or lists of
+    strings), or every string value when ``fields`` is None."""
     texts = []
     for rows in data.sets.values():
         for row in rows:
-            texts += [row["question"], row["answer"], row.get("paraphrased_answer", "")] + list(row.get("perturbed_answer", []))
+            for key in fields if fields is not None else row:
+                value = row.get(key)
+                if isinstance(value, str):
+                    texts.append(value)
+                elif isinstance(value, list):
+                    texts += [v for v in value if isinstance(v, str)]
     return [t for t in texts if t]
 
 
@@ -59,20 +88,31 @@ def prepare_embedded(task: Task, data: TaskData, recipe: dict, fmt, device: torc
     """Train (or find in the cache) every stage; returns stage → model folder."""
     root = cache_root() / "models" / task.name
     root.mkdir(parents=True, exist_ok=True)
-    texts = _texts(data)
+    fields = task.card.spec.embedded.tokenizer_fields
+    texts = _texts(data, fields)
     tokenizer = train_tokenizer(texts, recipe["vocab_size"])
     train = recipe.get("train", {})
     paths: dict[str, Path] = {}
     keys: dict[str, str] = {}
-    for stage in STAGE_ORDER:
-        spec = recipe["stages"][stage]
+    stages = recipe["stages"]
+    order = stage_order(stages)
+    examples_spec = task.card.spec.examples
+    for stage in order:
+        spec = stages[stage]
         parent = spec.get("init", "scratch")
         # "name?" = use the set when the data source has it (e.g. synthetic-only augmentations)
         names = [n.rstrip("?") for n in spec["data"] if not n.endswith("?") or n.rstrip("?") in data.sets]
+        missing = [n for n in names if n not in data.sets]
+        if missing:
+            raise UserError(f"embedded stage '{stage}' trains on data set '{missing[0]}', which the task data lacks; "
+                            f"valid: {', '.join(data.sets)}")
         examples = [row for name in names for row in data[name]]
-        stage_train = {**{k: v for k, v in train.items() if k not in STAGE_ORDER}, **train.get(stage, {})}
+        stage_train = {**{k: v for k, v in train.items() if k not in stages}, **train.get(stage, {})}
+        shapes = {name: examples_spec.shape_of(name) for name in names}
+        # the shapes enter the key only when they are not plain QA, so QA tasks keep their cache keys
+        shape_key = () if set(shapes.values()) == {"qa"} and examples_spec.max_length is None else (shapes, examples_spec.max_length)
         keys[stage] = content_hash(stage, recipe["model"], recipe["vocab_size"], fmt, stage_train,
-                                   keys.get(parent, parent), examples, texts)
+                                   keys.get(parent, parent), examples, texts, *shape_key)
         folder = root / f"{stage}-{keys[stage]}"
         paths[stage] = folder
         if (folder / "config.json").exists():
@@ -88,7 +128,8 @@ def prepare_embedded(task: Task, data: TaskData, recipe: dict, fmt, device: torc
                                 schedule="linear", warmup_ratio=stage_train.get("warmup_ratio", 0.05),
                                 warmup_from_zero=False, max_grad_norm=1.0, seed=0)
         optimizer = torch.optim.AdamW(model.parameters(), lr=stage_train.get("lr", 1e-3), weight_decay=0.0)
-        encoded = encode_examples(tokenizer, fmt, examples)
+        encoded = [pair for name in names for pair in
+                   encode_rows(tokenizer, fmt, data[name], shapes[name], examples_spec.max_length)]
         tick = time.perf_counter()
         result = run_loop(model, FineTune(), optimizer, encoded, settings, tokenizer.pad_token_id,
                           description=f"prepare {task.name} {stage}", show_progress=show_progress)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-import yaml
-
+from soul_bench.card import read_card
 from soul_bench.engine.hparams import check_types
 from soul_bench.engine.methods import UNLEARNING_METHODS, Method
 from soul_bench.engine.optimizers import OPTIMIZERS
@@ -64,13 +64,7 @@ def _card_name(folder: Path) -> str:
 
 
 def _read_card(folder: Path) -> dict:
-    try:
-        raw = yaml.safe_load((folder / "task.yaml").read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"task card {folder / 'task.yaml'} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(raw, dict):
-        raise UserError(f"task card {folder / 'task.yaml'} must be a mapping")
-    return raw
+    return read_card(folder / "task.yaml")
 
 
 def load_task(name: str, extra_dirs: list[str | Path] | None = None) -> Task:
@@ -85,6 +79,7 @@ def load_task(name: str, extra_dirs: list[str | Path] | None = None) -> Task:
         raise UserError(f"task '{name}' has no task.py in {folder}")
     spec = importlib.util.spec_from_file_location(f"soul_bench_task_{card.name}", module_file)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # so postponed annotations (pydantic section models) resolve
     spec.loader.exec_module(module)
     if not hasattr(module, "load"):
         raise UserError(f"{module_file} must define load(card) -> Task")

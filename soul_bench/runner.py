@@ -16,7 +16,7 @@ import torch
 from rich.console import Console
 
 from soul_bench import registry
-from soul_bench.data import encode_examples
+from soul_bench.data import encode_examples, encode_rows
 from soul_bench.engine.loop import LoopSettings, run_loop, run_one_shot
 from soul_bench.engine.refusals import with_refusals
 from soul_bench.engine.optimizers import build_optimizer, optimizer_defaults, weight_decay_groups
@@ -80,6 +80,7 @@ class Runner:
                 except ValueError as exc:
                     raise UserError(str(exc)) from exc
                 self.one_shot[optimizer] = getattr(built, "one_shot", False)
+        self.check_methods_fit_shape()
         self.device = resolve_device(spec.device)
         self.fmt = self.task.prompt_format(spec.prompt_template)
         self.out = Path(spec.out)
@@ -96,12 +97,42 @@ class Runner:
         for note in self.data.notes:
             self.console.print(f"[yellow]note:[/] {note}")
         self.recipe = recipe
+        baselines = self.task.card.spec.baselines
         if recipe is not None:
             self.console.print(f"Preparing the embedded '{recipe['name']}' models for {self.task.name} (cached after the first run)")
             paths = prepare_embedded(self.task, self.data, recipe, self.fmt, self.device, self.console, spec.show_progress)
-            self.target_path, self.retain_path = str(paths["target"]), str(paths["retain"])
+            self.baseline_paths = {kind: str(paths[b.stage]) for kind, b in baselines.items() if b.stage in paths}
         else:
-            self.target_path, self.retain_path = spec.model, spec.retain_model
+            given = {"model": spec.model, "retain_model": spec.retain_model}
+            self.baseline_paths = {kind: given[b.flag] for kind, b in baselines.items() if b.flag and given[b.flag]}
+        if "target" not in self.baseline_paths:
+            raise UserError(f"task '{self.task.name}': no target model (baseline 'target' has no embedded stage or flag)")
+        self.target_path, self.retain_path = self.baseline_paths["target"], self.baseline_paths.get("retain")
+        self.check_data_fits_methods()
+
+    def check_methods_fit_shape(self) -> None:
+        """Refuse, in one line, a method that cannot work on the task's example shape (e.g. IDK
+        needs questions to refuse; a raw-text task has none) — from the card alone, before any work."""
+        shape = self.task.card.spec.examples.shape_of("forget")
+        fitting = sorted(name for name, cls in registry.methods().items() if shape in cls.shapes)
+        for name in self.spec.methods:
+            method = registry.methods()[name]
+            if shape not in method.shapes:
+                raise UserError(f"method '{name}' needs {' or '.join(method.shapes)} examples; task '{self.task.name}' "
+                                f"unlearns {shape} examples (methods that fit: {', '.join(fitting)})")
+
+    def check_data_fits_methods(self) -> None:
+        """Refuse, in one line, a method whose data this task's data cannot give (before any unlearning)."""
+        one_shot = any(self.one_shot.values())
+        for name in self.spec.methods:
+            method = registry.methods()[name]
+            if (method.needs_retain or one_shot) and not self.data.sets.get("retain"):
+                raise UserError(f"method '{name}' needs a retain set and task '{self.task.name}' has none in {self.data.source}")
+
+    def encode(self, tokenizer, set_name: str):
+        """A data set as (input_ids, labels) pairs, in the shape the card gives it."""
+        examples = self.task.card.spec.examples
+        return encode_rows(tokenizer, self.fmt, self.data[set_name], examples.shape_of(set_name), examples.max_length)
 
     def load(self, path: str):
         model, tokenizer = load_model(path, self.device)
@@ -153,6 +184,7 @@ class Runner:
         tick = time.perf_counter()
         harness_metrics, harness_details = self.run_harness(model, tokenizer)
         metrics.update(harness_metrics)
+        metrics.update(self.task.summarise_harness(harness_metrics))
         timings["harness_s"] = time.perf_counter() - tick
         if harness_details:
             record["harness"] = harness_details
@@ -164,6 +196,9 @@ class Runner:
         if path is None:
             return None
         record = self.base_record(kind)
+        label = self.task.card.spec.baselines[kind].label
+        if label:
+            record["baseline_label"] = label
         self.cell_ids.append(record["cell_id"])
         done = finished_record(self.out, record["cell_id"])
         if done:
@@ -194,14 +229,12 @@ class Runner:
         reference = self.load(self.target_path)[0] if method.needs_reference else None
         if reference is not None:
             reference.requires_grad_(False)
-        if (method.needs_retain or one_shot) and not self.data["retain"]:
-            raise UserError(f"{method_name} × {optimizer_name} needs retain data and the task data has none")
         method.setup(model, reference)
         if self.spec.lora:
             model = apply_lora(model, self.spec.lora)
-        forget = encode_examples(tokenizer, self.fmt, self.data["forget"])
+        forget = self.encode(tokenizer, "forget")
         # IU's Hessian is of the retain loss, so it needs retain data whatever the method
-        retain = encode_examples(tokenizer, self.fmt, self.data["retain"]) if method.needs_retain or one_shot else None
+        retain = self.encode(tokenizer, "retain") if method.needs_retain or one_shot else None
         refusal = encode_examples(tokenizer, self.fmt, with_refusals(self.data["forget"], seed)) if method.needs_refusal else None
         if "weight_decay" in optimizer_defaults(optimizer_name):
             params = weight_decay_groups(model, decay_biases_and_norms=loop.decay_biases_and_norms)
@@ -241,13 +274,18 @@ class Runner:
 
     def _sweep(self) -> Path:
         spec = self.spec
+        # the retain model first: every other model's reference metrics compare with it
         retain = self.baseline("retain", self.retain_path, None)
         reference_items = retain["per_item"] if retain else None
-        if reference_items is None:
-            self.console.print("[yellow]note:[/] no retain model given (--retain-model): forget quality cannot be computed")
-        target = self.baseline("target", self.target_path, reference_items)
+        if reference_items is None and "retain" in self.task.card.spec.baselines:
+            self.console.print("[yellow]note:[/] no retain model given (--retain-model): metrics that compare with it "
+                               "(e.g. forget quality) are None")
+        evaluated = {"retain": retain} if retain else {}
+        for kind, path in self.baseline_paths.items():
+            if kind != "retain":
+                evaluated[kind] = self.baseline(kind, path, reference_items)
         if self.recipe is not None:
-            self.task.check_models(target["metrics"], retain["metrics"], self.recipe["checks"])
+            self.task.check_models({kind: record["metrics"] for kind, record in evaluated.items()}, self.recipe["checks"])
         cells = [(m, o, s) for s in spec.seeds for m in spec.methods for o in spec.optimizers]
         for i, (method, optimizer, seed) in enumerate(cells, 1):
             self.console.print(f"[bold]cell {i}/{len(cells)}[/]: {method} × {optimizer}, seed {seed}")

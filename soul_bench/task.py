@@ -12,32 +12,47 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from soul_bench.card import CardSpec, CheckSpec, MetricSpec, Ranking, parse_card, parse_section
 from soul_bench.data import PromptFormat
-from soul_bench.errors import UserError
+from soul_bench.errors import ModelCheckError, UserError
 
 
 @dataclass
 class TaskCard:
+    """A loaded card: ``spec`` is the validated :class:`~soul_bench.card.CardSpec`, ``raw`` the YAML."""
+
     name: str
     description: str
     folder: Path
     raw: dict[str, Any]
+    spec: CardSpec | None = None
+
+    def __post_init__(self):
+        if self.spec is None:
+            self.spec = parse_card(self.raw, self.folder / "task.yaml")
 
     @property
-    def metrics(self) -> list[dict]:
-        return self.raw.get("metrics", [])
+    def metrics(self) -> list[MetricSpec]:
+        return self.spec.metrics
 
     @property
-    def rank_by(self) -> list[str]:
-        return self.raw.get("rank_by", [m["name"] for m in self.metrics if m.get("headline")])
+    def rank_by(self) -> list[str] | Ranking:
+        """The metric names to rank by, or the whole :class:`Ranking` when it has requirements."""
+        ranking = self.spec.ranking
+        return ranking if ranking.require else list(ranking.by)
 
     @property
     def tradeoff(self) -> tuple[str, str]:
-        x, y = self.raw.get("tradeoff", ["model_utility", "forget_quality"])
-        return x, y
+        return self.spec.tradeoff or ("model_utility", "forget_quality")
 
     def section(self, name: str) -> dict:
-        return dict(self.raw.get(name) or {})
+        """A card section as a plain dict (typed sections dumped with their defaults)."""
+        value = getattr(self.spec, name)
+        if isinstance(value, BaseModel):
+            return value.model_dump()
+        return dict(value or {})
 
 
 @dataclass
@@ -77,11 +92,19 @@ class TaskData:
 
 
 class Task:
-    """Base class with the card plumbing; a task overrides ``load_data`` and ``evaluate``."""
+    """Base class with the card plumbing; a task overrides ``load_data`` and ``evaluate``.
+
+    ``section_models`` types the card sections the task owns (``data``, ``evaluation``): they
+    are validated when the task is loaded and available as ``self.options[section]``.
+    """
+
+    section_models: dict[str, type[BaseModel]] = {}
 
     def __init__(self, card: TaskCard):
         self.card = card
         self.name = card.name
+        self.options = {section: parse_section(getattr(card.spec, section), model, card.folder / "task.yaml", section)
+                        for section, model in self.section_models.items()}
 
     def prompt_format(self, override: str | None = None) -> PromptFormat:
         prompt = self.card.section("prompt")
@@ -110,8 +133,47 @@ class Task:
         The runner calls it for the retain model itself with ``reference = per_item``."""
         return {}
 
-    def check_models(self, target_metrics: dict, retain_metrics: dict, thresholds: dict) -> None:
-        """Raise ModelCheckError if the prepared embedded models are not fit for the protocol."""
+    def summarise_harness(self, harness_metrics: dict[str, float]) -> dict[str, float | None]:
+        """Task metrics derived from the lm-eval results (``harness/<task>/<metric>``), e.g. one
+        accuracy over whichever hazard benchmarks ran. Default: none."""
+        return {}
+
+    def check_models(self, metrics_by_model: dict[str, dict], checks: list[CheckSpec]) -> None:
+        """Raise ModelCheckError, naming the first check that fails, if the prepared embedded models
+        are not fit for the protocol (card ``embedded.checks``; a preset may replace the list).
+        ``metrics_by_model``: baseline kind → its metrics."""
+        for check in checks:
+            model = metrics_by_model.get(check.model)
+            other = metrics_by_model.get(check.minus) if check.minus else {}
+            if model is None or other is None:
+                raise UserError(f"model check on '{check.metric}' names model '{check.minus if model else check.model}', "
+                                f"which this run has not evaluated; valid: {', '.join(metrics_by_model)}")
+            value, subtract = model.get(check.metric), other.get(check.metric) if check.minus else 0.0
+            if value is None or subtract is None:
+                raise ModelCheckError(f"model check: metric '{check.metric}' is missing for the {check.model} model")
+            value -= subtract
+            what = f"{check.metric} of the {check.model} model" + (f" minus the {check.minus} model's" if check.minus else "")
+            if check.at_least is not None and value < check.at_least:
+                raise ModelCheckError(f"{what} is {value:.3f} < {check.at_least}: {check.why}".rstrip(": "))
+            if check.at_most is not None and value > check.at_most:
+                raise ModelCheckError(f"{what} is {value:.3f} > {check.at_most}: {check.why}".rstrip(": "))
+
+
+def read_json_records(path: Path) -> list[dict]:
+    """A data file in the upstream layout: a JSON array of objects, or JSON lines."""
+    import json
+
+    text = Path(path).read_text()
+    try:
+        if text.lstrip().startswith("["):
+            records = json.loads(text)
+        else:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise UserError(f"malformed JSON in {path}: {exc}") from exc
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise UserError(f"{path} must hold a JSON array (or JSON lines) of objects")
+    return records
 
 
 def load_sibling(task_file: str, module: str):

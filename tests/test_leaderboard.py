@@ -10,6 +10,8 @@ import os
 import pytest
 
 from soul_bench.report import leaderboard as lb
+from soul_bench.report.columns import metric_columns, tradeoff_axes
+from soul_bench.report.figures import tradeoff_scatter
 from soul_bench.report.leaderboard import (format_value, leaderboard_rows, load_records, summary_table,
                                            write_leaderboard)
 
@@ -222,19 +224,19 @@ def test_write_with_nothing_to_show_does_not_crash(tmp_path):
 def test_tradeoff_axes_and_fallback(records, tmp_path):
     with pytest.raises(ValueError, match="tradeoff.*nope"):
         write_leaderboard(records, METRICS, RANK_BY, tmp_path, "t", tradeoff=("nope", "forget_quality"))
-    specs = lb._metric_specs(METRICS)
-    x, y = lb._resolve_tradeoff(("forget/rouge", "model_utility"), specs)
+    specs = metric_columns(METRICS)
+    x, y = tradeoff_axes(("forget/rouge", "model_utility"), specs)
     assert (x.name, y.name) == ("forget/rouge", "model_utility")
     other_task = [{"name": "acc", "direction": "higher", "headline": True},
                   {"name": "bio", "direction": "lower", "headline": True}]
-    x, y = lb._resolve_tradeoff(lb.DEFAULT_TRADEOFF, lb._metric_specs(other_task))
+    x, y = tradeoff_axes(lb.DEFAULT_TRADEOFF, metric_columns(other_task))
     assert (x.name, y.name) == ("acc", "bio")
 
 
 def test_figure_content(records):
     rows = leaderboard_rows(records, METRICS, RANK_BY)
-    specs = {m.name: m for m in lb._metric_specs(METRICS)}
-    fig = lb._tradeoff_figure(rows, (specs["model_utility"], specs["forget_quality"]), "TOFU")
+    specs = {m.name: m for m in metric_columns(METRICS)}
+    fig = tradeoff_scatter(rows, (specs["model_utility"], specs["forget_quality"]), "TOFU")
     ax = fig.axes[0]
     assert ax.get_yscale() == "log" and ax.get_xscale() == "linear"
     assert ax.get_xlabel() == "Model utility (better →)" and ax.get_ylabel() == "Forget quality (better →)"

@@ -82,7 +82,7 @@ def test_without_holdout_mia_metrics_are_none_with_a_note(tofu_and_model):
 
 def test_gradnorm_off_and_reference_against_itself(tofu_and_model, monkeypatch):
     task, data, model, tokenizer, fmt = tofu_and_model
-    monkeypatch.setitem(task.card.raw, "mia", {**task.card.section("mia"), "gradnorm": False})
+    monkeypatch.setattr(task.card.spec, "mia", task.card.spec.mia.model_copy(update={"gradnorm": False}))
     metrics, per_item = task.evaluate(model, tokenizer, fmt, data, None)
     assert metrics["mia/gradnorm_auc"] is None and any("gradnorm" in n for n in per_item["mia"]["notes"])
     assert metrics["mia/reference_auc"] is None  # no retain model …
@@ -107,13 +107,13 @@ def test_include_eos_option_changes_token_level_scores(tofu_and_model, monkeypat
     from soul_bench.evaluate import mia
 
     task, data, model, tokenizer, fmt = tofu_and_model
-    monkeypatch.setitem(task.card.raw, "mia", {**task.card.section("mia"), "gradnorm": False})
+    monkeypatch.setattr(task.card.spec, "mia", task.card.spec.mia.model_copy(update={"gradnorm": False}))
     default_metrics, default = task.evaluate(model, tokenizer, fmt, data, None)
     default = default["mia"]
     # include_eos: true, on the same likelihood numbers (the probes alone: no second evaluation)
     items, out = forget_and_holdout_stats(data, model, tokenizer, fmt)
     n = len(data["eval_forget"])
-    monkeypatch.setitem(task.card.raw, "mia", {**task.card.section("mia"), "include_eos": True})
+    monkeypatch.setattr(task.card.spec, "mia", task.card.spec.mia.model_copy(update={"include_eos": True}))
     _, kept = task._mia_probes(model, tokenizer, fmt, data, data["eval_forget"], data["holdout"], out,
                                list(range(n)), list(range(n, len(items))))
     assert default["include_eos"] is False and kept["include_eos"] is True
@@ -155,8 +155,8 @@ def test_include_eos_reaches_gradnorm(tofu_and_model, monkeypatch):
     _, per_item = task.evaluate(model, tokenizer, fmt, data, None)
     assert calls == [False, False]  # forget and holdout, EOS left out by default
     assert per_item["mia"]["scores"]["gradnorm"]["forget"] == pytest.approx(real(model, tokenizer, fmt, pairs).tolist(), rel=1e-5)
-    monkeypatch.setitem(task.card.raw, "mia", {**task.card.section("mia"), "include_eos": "yes"})
+    from soul_bench.card import parse_card
     from soul_bench.errors import UserError
 
-    with pytest.raises(UserError, match="include_eos"):  # checked before anything is scored
-        task._mia_probes(model, tokenizer, fmt, data, data["eval_forget"], data["holdout"], {}, [], [])
+    with pytest.raises(UserError, match="mia.include_eos"):  # checked when the card is read, before anything is scored
+        parse_card({**task.card.raw, "mia": {**task.card.raw["mia"], "include_eos": "yes"}}, "task.yaml")

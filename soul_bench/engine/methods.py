@@ -7,8 +7,8 @@ model (None unless ``needs_reference``).
 Notation: F a forget batch, R a retain batch, CE the mean answer-token
 cross-entropy, log π(y|x) = −(sum NLL over answer tokens), π_ref the frozen model before
 unlearning. A method declares what it needs (``needs_retain``, ``needs_reference``,
-``needs_refusal``) so the engine builds only that — GA gets no reference copy and no retain
-batches; PO/IDK and DPO get ``inputs.forget_refusal``, the forget questions with refusal
+``needs_refusal``) and the example ``shapes`` it fits, so the engine builds only that — GA
+gets no reference copy and no retain batches; PO/IDK and DPO get ``inputs.forget_refusal``, the forget questions with refusal
 answers, aligned row by row with ``inputs.forget``. ``setup(model, reference)`` runs once
 before the optimiser is built (RMU freezes all but a few MLPs there).
 
@@ -38,6 +38,8 @@ class Method:
     needs_retain = False
     needs_reference = False
     needs_refusal = False  # the engine then also builds inputs.forget_refusal
+    # example shapes (soul_bench.data) the objective makes sense on; a task of another shape refuses the method
+    shapes = ("qa", "completion", "text")  # no annotation: a class attribute, not a hyper-parameter
     influence_compatible = False  # True only when the forget objective is the plain forget CE (IU may stand in)
 
     def setup(self, model, reference=None) -> None:
@@ -196,6 +198,7 @@ class IDK(Method):
     description = "fine-tune the forget questions to a refusal ('I don't know.') plus λ·CE(R)"
     needs_retain = True
     needs_refusal = True
+    shapes = ("qa",)  # a refusal answers a question: raw text has none to answer
     retain_weight: float = 1.0
 
     def loss(self, model, inputs, reference=None):
@@ -219,6 +222,7 @@ class DPO(Method):
     needs_retain = True
     needs_reference = True
     needs_refusal = True
+    shapes = ("qa",)  # a refusal answers a question: raw text has none to answer
     beta: float = 0.1
     retain_weight: float = 1.0
 

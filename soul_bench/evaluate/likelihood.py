@@ -53,8 +53,17 @@ def answer_nll(model, tokenizer, fmt: PromptFormat, pairs: list[tuple[str, str]]
     The vocabulary-wide statistics are computed one sequence at a time on its answer positions
     only (float32), so the extra memory is one (answer length × vocabulary) matrix.
     """
-    device = next(model.parameters()).device
     encoded = [encode_qa(tokenizer, fmt, q, a) for q, a in pairs]
+    return encoded_nll(model, tokenizer, encoded, batch_size, keep_token_logprobs, keep_token_stats)
+
+
+@torch.no_grad()
+def encoded_nll(model, tokenizer, encoded: list[tuple[list[int], list[int]]], batch_size: int = 32,
+                keep_token_logprobs: bool = False, keep_token_stats: bool | Collection[int] = False) -> dict:
+    """:func:`answer_nll` for examples already encoded as (input_ids, labels) — any shape
+    (``soul_bench.data.encode_rows``: QA, completion, text windows); the labelled positions
+    are the ones scored."""
+    device = next(model.parameters()).device
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
     sum_nll = np.zeros(len(encoded))
     n_tokens = np.zeros(len(encoded))
@@ -64,7 +73,7 @@ def answer_nll(model, tokenizer, fmt: PromptFormat, pairs: list[tuple[str, str]]
     else:
         wanted = set(keep_token_stats or ())
         if any(not 0 <= i < len(encoded) for i in wanted):
-            raise IndexError("keep_token_stats names an item index outside the pairs")
+            raise IndexError("keep_token_stats names an item index outside the examples")
     stats = {key: [None] * len(encoded) for key in STAT_KEYS} if keep_token_stats is not False else None
     model.eval()
     for start in batch_starts(len(order), batch_size, "evaluate: likelihoods"):

@@ -148,9 +148,17 @@ def gradnorm_scores(model, tokenizer, fmt, pairs: list[tuple[str, str]], include
     and no optimiser state is touched; afterwards every ``.grad`` is set to None, the
     ``requires_grad`` flags are restored and the model is left in eval mode.
     """
+    from soul_bench.data import encode_qa
+
+    return gradnorm_scores_encoded(model, tokenizer, [encode_qa(tokenizer, fmt, q, a) for q, a in pairs], include_eos)
+
+
+def gradnorm_scores_encoded(model, tokenizer, encoded: list[tuple[list[int], list[int]]],
+                            include_eos: bool = False) -> np.ndarray:
+    """:func:`gradnorm_scores` of examples already encoded as (input_ids, labels), any shape."""
     import torch
 
-    from soul_bench.data import collate, encode_qa, to_device
+    from soul_bench.data import collate, to_device
     from soul_bench.lm import token_nll
 
     device = next(model.parameters()).device
@@ -161,11 +169,10 @@ def gradnorm_scores(model, tokenizer, fmt, pairs: list[tuple[str, str]], include
             p.requires_grad_(True)
     used = [p for p in params if p.requires_grad]
     model.eval()
-    scores = np.zeros(len(pairs))
+    scores = np.zeros(len(encoded))
     try:
         with torch.enable_grad():
-            for i, (question, answer) in enumerate(pairs):
-                ids, labels = encode_qa(tokenizer, fmt, question, answer)
+            for i, (ids, labels) in enumerate(encoded):
                 if not include_eos:
                     labels = mask_eos_label(labels, tokenizer.eos_token_id)
                 batch = to_device(collate([(ids, labels)], tokenizer.pad_token_id), device)
@@ -267,3 +274,104 @@ def extraction_strength(argmax_match, is_eos=None) -> float:
     wrong = np.flatnonzero(~matches)
     k_star = 0 if wrong.size == 0 else int(wrong[-1]) + 1
     return 1.0 - k_star / len(matches)
+
+
+# ------------------------------------------------------------------ probes of a task
+ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "gradnorm")  # from one model; "reference" needs two
+
+
+def membership_probes(likelihood: dict, member_slots: list[int], member_texts: list[str],
+                      nonmember_slots: list[int] | None = None, nonmember_texts: list[str] | None = None, *,
+                      k: float = 0.4, include_eos: bool = False, privleak_attack: str = "min_k",
+                      gradnorm=None, members: str = "forget", nonmembers: str = "holdout",
+                      missing_note: str = "") -> tuple[dict, dict]:
+    """Memorisation of the members and membership-inference attacks, members vs non-members,
+    from one likelihood pass (``soul_bench.evaluate.likelihood.encoded_nll`` / ``answer_nll``
+    with ``keep_token_stats`` for the member and non-member slots). Any task uses it: a slot is
+    an item of that pass, its text what ZLib compresses (the scored text: an answer, a
+    continuation, a document window).
+
+    ``gradnorm``: None (attack off) or a function group name → per-item GradNorm scores (it runs
+    the backward passes; ``include_eos`` is the caller's to pass on). → (metrics, record) with
+    metrics ``<members>/exact_memorisation``, ``<members>/extraction_strength`` and
+    ``mia/<attack>_auc`` (None without non-members), and the record — JSON lists, items in slot
+    order — that :func:`reference_probes` and the report's ROC figure read:
+
+    ``members``, ``nonmembers`` (group names; None without non-members), ``k``,
+    ``privleak_attack``, ``include_eos``, ``notes`` (why a metric is None),
+    ``exact_memorisation`` / ``extraction_strength`` per member, ``avg_nll`` {group: list},
+    ``scores`` {attack: {group: list}} (higher = member), ``auc`` {attack: float|None},
+    ``roc`` {attack: {fpr, tpr}|None}.
+    """
+    eos = [None if include_eos else flags for flags in likelihood["token_is_eos"]]  # None keeps EOS
+    em = [exact_memorisation(likelihood["argmax_match"][i], eos[i]) for i in member_slots]
+    es = [extraction_strength(likelihood["argmax_match"][i], eos[i]) for i in member_slots]
+    metrics = {f"{members}/exact_memorisation": float(np.mean(em)), f"{members}/extraction_strength": float(np.mean(es))}
+    metrics.update({f"mia/{attack}_auc": None for attack in ATTACKS})
+    record = {"members": members, "nonmembers": None, "k": k, "privleak_attack": privleak_attack,
+              "include_eos": include_eos, "notes": [], "exact_memorisation": em, "extraction_strength": es,
+              "avg_nll": {members: likelihood["avg_nll"][member_slots].tolist()}, "scores": {}, "auc": {}, "roc": {}}
+    if not nonmember_slots:
+        record["notes"].append(missing_note or "no non-members in the task data: every mia/* metric is None")
+        return metrics, record
+    record["nonmembers"] = nonmembers
+    record["avg_nll"][nonmembers] = likelihood["avg_nll"][nonmember_slots].tolist()
+    groups = {members: (member_slots, member_texts), nonmembers: (nonmember_slots, nonmember_texts)}
+
+    def per_group(score):
+        return {group: [score(i, text) for i, text in zip(slots, texts)] for group, (slots, texts) in groups.items()}
+
+    lp, mu, sigma = likelihood["token_logprobs"], likelihood["token_mu"], likelihood["token_sigma"]
+    record["scores"]["loss"] = per_group(lambda i, text: loss_score(lp[i]))
+    record["scores"]["zlib"] = per_group(lambda i, text: zlib_score(lp[i], text))
+    record["scores"]["min_k"] = per_group(lambda i, text: min_k_score(lp[i], k, eos[i]))
+    record["scores"]["min_k_plus_plus"] = per_group(lambda i, text: min_k_plus_plus_score(lp[i], mu[i], sigma[i], k, eos[i]))
+    if gradnorm is not None:
+        record["scores"]["gradnorm"] = {group: np.asarray(gradnorm(group)).tolist() for group in groups}
+    else:
+        record["notes"].append("gradnorm is off (mia.gradnorm: false): mia/gradnorm_auc is None")
+    for attack, scores in record["scores"].items():
+        metrics[f"mia/{attack}_auc"] = record_auc(record, attack, scores)
+    return metrics, record
+
+
+def record_auc(record: dict, attack: str, scores: dict) -> float | None:
+    """AUC of one attack (members vs non-members) into ``record``; None, with a note, when it cannot be computed."""
+    try:
+        auc, roc = attack_auc(scores[record["members"]], scores[record["nonmembers"]])
+    except ValueError as exc:
+        record["notes"].append(f"{attack}: no AUC ({exc})")
+        record["auc"][attack], record["roc"][attack] = None, None
+        return None
+    record["auc"][attack], record["roc"][attack] = auc, roc
+    return auc
+
+
+def reference_probes(mine: dict | None, theirs: dict | None) -> dict:
+    """The probes that compare with the reference (retain) model's :func:`membership_probes`
+    record ``theirs`` (None without one), written into ``mine``:
+
+    * ``mia/privleak``: PrivLeak of ``mine["privleak_attack"]``'s AUC, A'_retain from the
+      reference's AUC (0.5 without one); ``mine["privleak_retain_auc"]`` says which was used;
+    * ``mia/reference_auc``: the reference attack, −(avg NLL − reference avg NLL) per item, when
+      the reference scored the same members and non-members.
+    Both None without non-members."""
+    out = {"mia/reference_auc": None, "mia/privleak": None}
+    if not mine or mine.get("nonmembers") is None:
+        return out
+    theirs = theirs or {}
+    attack = mine.get("privleak_attack", "min_k")
+    auc = mine["auc"].get(attack)
+    retain_auc = (theirs.get("auc") or {}).get(attack)
+    if auc is not None:
+        out["mia/privleak"] = privleak(auc, retain_auc)
+        mine["privleak_retain_auc"] = retain_auc  # None: A'_retain = 0.5 was used
+    groups = (mine["members"], mine["nonmembers"])
+    ref_nll = theirs.get("avg_nll") or {}
+    if all(len(ref_nll.get(group) or []) == len(mine["avg_nll"][group]) > 0 for group in groups):
+        mine["scores"]["reference"] = {group: reference_score(mine["avg_nll"][group], ref_nll[group]).tolist()
+                                       for group in groups}
+        out["mia/reference_auc"] = record_auc(mine, "reference", mine["scores"]["reference"])
+    elif theirs:
+        mine["notes"].append("the reference model's records do not cover the same members / non-members: no reference attack")
+    return out

@@ -37,6 +37,10 @@ from typing import Any
 
 from soul_bench.report import figures, latex
 from soul_bench.report import leaderboard as lb
+from soul_bench.report.columns import (DEFAULT_TRADEOFF, MISSING, LeaderboardError, as_number, display_name,
+                                       format_value, md_escape, metric_columns, record_kind, tradeoff_axes)
+from soul_bench.report.files import write_text
+from soul_bench.report.ranking import rank_rule
 from soul_bench.report.stats import DEFAULT_LEVEL, MIN_PAIRED, NA, format_p, optimizer_comparison_rows
 
 CONFLICT_POLICIES = ("first", "error")
@@ -76,7 +80,7 @@ def _split(record: Mapping) -> Any:
 
 def cell_key(record: Mapping) -> tuple:
     """(task, forget split, kind, method, optimizer, seed) — what makes two records the same cell."""
-    return (record.get("task"), _split(record), lb._kind(record), record.get("method"), record.get("optimizer"),
+    return (record.get("task"), _split(record), record_kind(record), record.get("method"), record.get("optimizer"),
             record.get("seed"))
 
 
@@ -131,7 +135,7 @@ def _metric_diff(kept: Mapping, other: Mapping, limit: int = 6) -> str:
         return json.dumps(d.get(n), default=str)
 
     names = [n for n in dict.fromkeys([*a, *b]) if text(a, n) != text(b, n)]
-    parts = [f"{n}: {lb.format_value(a.get(n))} vs {lb.format_value(b.get(n))}" for n in names[:limit]]
+    parts = [f"{n}: {format_value(a.get(n))} vs {format_value(b.get(n))}" for n in names[:limit]]
     if len(names) > limit:
         parts.append(f"… {len(names) - limit} more")
     if kept.get("status") != other.get("status"):
@@ -150,7 +154,7 @@ def conflicts_markdown(conflicts: Sequence[Conflict]) -> str:
         for label, other in c.dropped:
             cells = [c.cell, c.reason, f"{c.kept[0]}: {c.kept[1].get('cell_id')}", f"{label}: {other.get('cell_id')}",
                      _metric_diff(c.kept[1], other)]
-            lines.append("| " + " | ".join(lb._md_escape(x) for x in cells) + " |")
+            lines.append("| " + " | ".join(md_escape(x) for x in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -162,12 +166,12 @@ FO_FIELDS = ["method", "optimizer", "baseline", "metric", "direction", "n", "see
 
 
 def _signed(value: Any) -> str:
-    text = lb.format_value(value)
-    return "+" + text if lb._number(value) is not None and value > 0 else text
+    text = format_value(value)
+    return "+" + text if as_number(value) is not None and value > 0 else text
 
 
 def fo_vs_so_markdown(rows: Sequence[Mapping], title: str, baseline: str, level: float = DEFAULT_LEVEL) -> str:
-    b = lb._display(baseline)
+    b = display_name(baseline)
     pct = f"{level * 100:g} %"
     header = ["Method", "Optimizer", "Metric", "n", "Optimizer mean", f"{b} mean", f"Δ (opt − {b})",
               f"{pct} CI of Δ", "p (paired t)", "p (Wilcoxon)", "Favours"]
@@ -175,20 +179,32 @@ def fo_vs_so_markdown(rows: Sequence[Mapping], title: str, baseline: str, level:
              "|" + "|".join([":---"] * 3 + ["---:"] * 4 + [":---:", "---:", "---:", ":---"]) + "|"]
     for r in rows:
         ci = f"[{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]" if r["ci_low"] is not None else NA
-        cells = [str(r["method"]), str(r["optimizer"]), f"{r['label']} {'↑' if r['higher'] else '↓'}", str(r["n"]),
-                 lb.format_value(r["mean_a"]), lb.format_value(r["mean_b"]), _signed(r["mean_diff"]), ci,
-                 format_p(r["p_value"]), format_p(r["p_wilcoxon"]), str(r["favours"] or lb.MISSING)]
-        lines.append("| " + " | ".join(lb._md_escape(c) for c in cells) + " |")
+        cells = [str(r["method"]), str(r["optimizer"]), f"{r['label']} {_arrow(r)}", str(r["n"]),
+                 format_value(r["mean_a"]), format_value(r["mean_b"]), _signed(r["mean_diff"]), ci,
+                 format_p(r["p_value"]), format_p(r["p_wilcoxon"]), str(r["favours"] or MISSING)]
+        lines.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
     if not rows:
-        lines.append(f"| {lb.MISSING} | | | | | | | | | | no method has both {baseline} and another optimizer |")
+        lines.append(f"| {MISSING} | | | | | | | | | | no method has both {baseline} and another optimizer |")
+    ideal = "; →v closer to v is better" if any(r.get("ideal") is not None for r in rows) else ""
     lines += ["", (f"Each optimizer vs {baseline} for the same method, paired by seed (successful seeds both have). "
                    f"Δ = mean over paired seeds of (optimizer − {baseline}); CI = {pct} Student-t interval of the "
                    f"paired differences; p (paired t) = two-sided paired t-test (scipy.stats.ttest_rel), the p-value "
                    f"we report; p (Wilcoxon) = two-sided Wilcoxon signed-rank test, as a distribution-free check; "
                    f"{NA} with fewer than {MIN_PAIRED} paired seeds. Favours = the optimizer with the better mean in "
-                   f"the metric's direction (↑ higher / ↓ lower is better). "
+                   f"the metric's direction (↑ higher / ↓ lower is better{ideal}). "
                    f"No multiple-comparison correction."), ""]
     return "\n".join(lines)
+
+
+def _arrow(row: Mapping) -> str:
+    return row.get("arrow") or ("↑" if row["higher"] else "↓")
+
+
+def _direction(row: Mapping) -> str:
+    """The CSV's direction column: "higher", "lower", or "ideal 0.5" for a metric best at 0.5."""
+    if row.get("ideal") is not None:
+        return f"ideal {format_value(row['ideal'])}"
+    return "higher" if row["higher"] else "lower"
 
 
 def fo_vs_so_csv(rows: Sequence[Mapping]) -> str:
@@ -200,7 +216,7 @@ def fo_vs_so_csv(rows: Sequence[Mapping]) -> str:
     writer.writeheader()
     for r in rows:
         writer.writerow({"method": r["method"], "optimizer": r["optimizer"], "baseline": r["baseline"],
-                         "metric": r["metric"], "direction": "higher" if r["higher"] else "lower", "n": r["n"],
+                         "metric": r["metric"], "direction": _direction(r), "n": r["n"],
                          "seeds": " ".join(str(s) for s in r["seeds"]), "mean_optimizer": num(r["mean_a"]),
                          "mean_baseline": num(r["mean_b"]), "mean_diff": num(r["mean_diff"]),
                          "ci_low": num(r["ci_low"]), "ci_high": num(r["ci_high"]), "p_ttest": num(r["p_value"]),
@@ -211,52 +227,48 @@ def fo_vs_so_csv(rows: Sequence[Mapping]) -> str:
 # --------------------------------------------------------------------------- build
 
 
-def _write_text(out: Path, name: str, text: str) -> Path:
-    data = text.encode("utf-8")
-    return lb.atomic_write(out / name, lambda fh: fh.write(data))
-
-
 def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, metrics: Sequence[Any],
-                 rank_by: Sequence[str], title: str, tradeoff: Sequence[str] = lb.DEFAULT_TRADEOFF,
+                 rank_by: Any, title: str, tradeoff: Sequence[str] = DEFAULT_TRADEOFF,
                  baseline_optimizer: str = "adamw", *, level: float = DEFAULT_LEVEL,
                  on_conflict: str = "first", figures_too: bool = True) -> ReportPaths:
     """Merge the records of ``run_dirs`` and write the report files (see the module docstring).
 
-    ``metrics`` / ``rank_by`` / ``tradeoff`` come from the task card; ``baseline_optimizer`` is
+    ``metrics`` / ``rank_by`` / ``tradeoff`` come from the task card (``rank_by``: metric names or
+    ``{"by": names, "require": [...]}``, see :mod:`soul_bench.report.ranking`); ``baseline_optimizer`` is
     the first-order reference of the FO-vs-SO table. ``on_conflict``: ``"first"`` (use the first
     record, list the conflict) or ``"error"`` (raise :class:`LeaderboardError`). Returns a
     :class:`ReportPaths`: file name → path (``"conflicts.md"`` only when there are conflicts),
     with ``.conflicts``, ``.duplicates`` and ``.records``.
     """
     if on_conflict not in CONFLICT_POLICIES:
-        raise lb.LeaderboardError(f"on_conflict must be one of {', '.join(CONFLICT_POLICIES)}, got {on_conflict!r}")
+        raise LeaderboardError(f"on_conflict must be one of {', '.join(CONFLICT_POLICIES)}, got {on_conflict!r}")
     if not run_dirs:
-        raise lb.LeaderboardError("no run folder given")
+        raise LeaderboardError("no run folder given")
     metrics = list(metrics)
-    specs = lb._metric_specs(metrics)
-    lb._rank_specs(rank_by, specs)
-    lb._resolve_tradeoff(tradeoff, specs)  # fail on bad names before reading anything
+    columns = metric_columns(metrics)
+    rank_rule(rank_by, columns)
+    tradeoff_axes(tradeoff, columns)  # fail on bad names before reading anything
 
     sources = [(str(d), lb.load_records(d)) for d in run_dirs]
     records, conflicts, duplicates = merge_records(sources)
     if conflicts and on_conflict == "error":
-        raise lb.LeaderboardError(f"{len(conflicts)} conflicting cell(s), e.g. {conflicts[0].describe()}")
+        raise LeaderboardError(f"{len(conflicts)} conflicting cell(s), e.g. {conflicts[0].describe()}")
     splits = sorted({str(s) for r in records if (s := _split(r)) is not None})
     if len(splits) > 1:
-        raise lb.LeaderboardError(f"records from several forget splits ({', '.join(splits)}); "
+        raise LeaderboardError(f"records from several forget splits ({', '.join(splits)}); "
                                   f"build one report per split")
 
     rows = lb.leaderboard_rows(records, metrics, rank_by, level=level)
     comparison = optimizer_comparison_rows(records, metrics, baseline_optimizer, level)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fo_title = f"{title}: optimizers vs {lb._display(baseline_optimizer)} (paired over seeds)"
+    fo_title = f"{title}: optimizers vs {display_name(baseline_optimizer)} (paired over seeds)"
 
     result = ReportPaths()
     result.conflicts, result.duplicates, result.records = conflicts, duplicates, records
     texts = {
         "leaderboard.md": lb.render_markdown(rows, metrics, rank_by, title, spread="ci", level=level),
-        "leaderboard.csv": lb.render_csv(rows, metrics, spread="ci", level=level),
+        "leaderboard.csv": lb.render_csv(rows, metrics, spread="ci", level=level, rank_by=rank_by),
         "leaderboard.tex": latex.leaderboard_latex(rows, metrics, title, spread="ci", level=level),
         "leaderboard_headline.tex": latex.leaderboard_latex(rows, metrics, title, spread="ci", level=level,
                                                             headline_only=True, label="tab:leaderboard-headline"),
@@ -267,7 +279,7 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     if conflicts:
         texts["conflicts.md"] = conflicts_markdown(conflicts)
     for name, text in texts.items():
-        result[name] = _write_text(out, name, text)
+        result[name] = write_text(out / name, text)
     if not conflicts:
         (out / "conflicts.md").unlink(missing_ok=True)  # stale from an earlier build
     if figures_too:

@@ -11,7 +11,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from soul_bench.report import leaderboard as lb
+from soul_bench.report.columns import (MetricColumn, as_number, display_name, format_value, headline_columns,
+                                       metric_columns)
+from soul_bench.report.ranking import best_cells
+from soul_bench.report.rows import baseline_label, check_spread, seeds_text, spread_of
 from soul_bench.report.stats import DEFAULT_LEVEL, format_p
 
 DASH = "--"
@@ -41,10 +44,10 @@ def escape(text: Any) -> str:
 
 def number(value: Any, signed: bool = False) -> str:
     """A value as LaTeX text: '0.412', '1.2$\\times10^{-5}$', '$-$0.3', '--' when missing."""
-    v = lb._number(value)
+    v = as_number(value)
     if v is None:
         return DASH
-    text = lb.format_value(v)
+    text = format_value(v)
     if signed and v > 0:
         text = "+" + text
     if text in ("inf", "-inf"):
@@ -58,12 +61,12 @@ def number(value: Any, signed: bool = False) -> str:
     return text
 
 
-def _header(m: lb._Metric) -> str:
-    return f"{escape(m.label)} {UP if m.higher else DOWN}"
+def _header(m: MetricColumn) -> str:
+    return f"{escape(m.label)} {escape(m.arrow)}"
 
 
 def _name(value: Any) -> str:
-    return escape(lb._display(value)) if value is not None else DASH
+    return escape(display_name(value)) if value is not None else DASH
 
 
 def _label(text: str) -> str:
@@ -84,21 +87,26 @@ def leaderboard_latex(rows: Sequence[Mapping], metrics: Iterable[Any], title: st
     Columns: rank, method, optimizer, seeds, then the metrics (headline first), each
     ``mean {\\scriptsize ± spread}`` with ``spread`` = "ci" (the ``level`` t-interval half-width,
     ``rows["ci"]``) or "std"; the best unlearned mean per column in ``\\textbf``; baselines in
-    italics above a rule; cells with no successful seed at the bottom with their reason.
+    italics above a rule; cells with no successful seed at the bottom with their reason; a
+    cell that misses a ranking requirement (``row["unmet"]``) gets a dagger on its rank, since
+    its place below better means would otherwise be unexplained in the paper.
     More than five metric columns (or ``wide=True``) make it a two-column ``table*`` whose
     tabular is scaled to ``\textwidth`` (``\resizebox``, needs graphicx).
     """
-    lb._check_spread(spread)
-    specs = lb._metric_specs(metrics)
-    specs = lb._headline(specs) if headline_only else specs
+    check_spread(spread)
+    specs = metric_columns(metrics)
+    specs = headline_columns(specs) if headline_only else specs
     rows = list(rows)
-    best = lb._best_rows(rows, specs)
+    best = best_cells(rows, specs)
     env = _table_env(len(specs), wide)
     resize = env == "table*"
     spread_text = (f"{level * 100:g}\\,\\% Student-t confidence-interval half-width" if spread == "ci"
                    else "sample standard deviation")
     caption = (f"{escape(title)}. Mean $\\pm$ {spread_text} over seeds (none with one seed); "
-               f"\\textbf{{bold}}: best unlearned value per column; {UP}/{DOWN}: higher/lower is better.")
+               f"\\textbf{{bold}}: best unlearned value per column; {UP}/{DOWN}: higher/lower is better"
+               + ("; $\\rightarrow v$: closest to $v$ is best" if any(m.ideal is not None for m in specs) else "")
+               + ("; $^\\dagger$: misses a ranking requirement, so ranked after the cells that meet them all"
+                  if any(row.get("unmet") for row in rows) else "") + ".")
     lines = [
         "% soul-bench leaderboard; needs \\usepackage{booktabs}" + (" and \\usepackage{graphicx}" if resize else ""),
         f"\\begin{{{env}}}[t]",
@@ -122,9 +130,11 @@ def leaderboard_latex(rows: Sequence[Mapping], metrics: Iterable[Any], title: st
         if row["kind"] == "unlearned":
             method, optimizer = _name(row["method"]), _name(row["optimizer"])
         else:
-            method, optimizer = f"\\textit{{{escape(lb.BASELINE_NOTES.get(row['kind'], row['kind']))}}}", DASH
-        cells = [str(row["rank"]) if row["rank"] is not None else DASH, method, optimizer,
-                 escape(lb._seeds_text(row))]
+            method, optimizer = f"\\textit{{{escape(baseline_label(row))}}}", DASH
+        rank = str(row["rank"]) if row["rank"] is not None else DASH
+        if row.get("unmet"):
+            rank += "$^\\dagger$"
+        cells = [rank, method, optimizer, escape(seeds_text(row))]
         if row["status"] != "ok":
             cells.append(f"\\multicolumn{{{len(specs)}}}{{l}}{{\\textit{{{escape(row['status'])}}}}}"
                          if specs else "")
@@ -134,7 +144,7 @@ def leaderboard_latex(rows: Sequence[Mapping], metrics: Iterable[Any], title: st
                 text = number(mean)
                 if i in best.get(m.name, ()):
                     text = f"\\textbf{{{text}}}"
-                half = lb._spread_of(row, m.name, spread)
+                half = spread_of(row, m.name, spread)
                 if mean is not None and half is not None:
                     text += f" {{\\scriptsize$\\pm$\\,{number(half)}}}"
                 cells.append(text)
@@ -153,12 +163,14 @@ def fo_vs_so_latex(rows: Sequence[Mapping], title: str, *, level: float = DEFAUL
     than three paired seeds."""
     rows = list(rows)
     baselines = sorted({str(r["baseline"]) for r in rows})
-    base = ", ".join(lb._display(b) for b in baselines) or "the baseline"
+    base = ", ".join(display_name(b) for b in baselines) or "the baseline"
     caption = (f"{escape(title)}. Each optimizer vs {escape(base)} on the same seeds: "
                f"$\\Delta$ = mean over paired seeds of (optimizer $-$ {escape(base)}); "
                f"{level * 100:g}\\,\\% paired t-interval; p: two-sided paired t-test (\\textbf{{bold}} "
                f"if $p<{alpha:g}$); $p_W$: Wilcoxon signed-rank; n/a with fewer than 3 paired seeds; "
-               f"{UP}/{DOWN}: higher/lower is better; no multiple-comparison correction.")
+               f"{UP}/{DOWN}: higher/lower is better; "
+               + ("$\\rightarrow v$: the mean closer to $v$ is better; " if any(r.get("ideal") is not None for r in rows)
+                  else "") + "no multiple-comparison correction.")
     lines = [
         "% soul-bench FO vs SO comparison; needs \\usepackage{booktabs}",
         "\\begin{table}[t]",
@@ -179,7 +191,7 @@ def fo_vs_so_latex(rows: Sequence[Mapping], title: str, *, level: float = DEFAUL
         if first and previous is not None:
             lines.append("    \\addlinespace")
         previous = group
-        arrow = UP if r["higher"] else DOWN
+        arrow = escape(r["arrow"]) if r.get("arrow") else (UP if r["higher"] else DOWN)
         ci = (f"[{number(r['ci_low'], signed=True)}, {number(r['ci_high'], signed=True)}]"
               if r["ci_low"] is not None else "n/a")
         p = format_p(r["p_value"])

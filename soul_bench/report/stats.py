@@ -25,6 +25,8 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from soul_bench.report.columns import as_number, headline_columns, metric_columns, record_kind
+
 MIN_PAIRED = 3  # fewer paired seeds than this: no interval, no p-values
 NA = "n/a"
 DEFAULT_LEVEL = 0.95
@@ -144,16 +146,18 @@ def optimizer_comparison_rows(records: Iterable[Mapping], metrics: Iterable[Mapp
     Only successful (``status == "ok"``) unlearned records count. Rows are ordered by method,
     optimizer (name order), then metric (card order, headline first). Each row holds the
     :func:`paired_comparison` result of ``optimizer`` (a) vs the baseline (b) plus ``method``,
-    ``optimizer``, ``baseline``, ``metric`` (name), ``label``, ``higher`` (direction) and
-    ``favours``: the optimiser whose mean is better in the metric's direction (``None`` on a tie
-    or with no pairs). Methods without a baseline cell give no rows.
+    ``optimizer``, ``baseline``, ``metric`` (name), ``label``, ``higher`` (True / False for a
+    metric with a direction, None for one with an ideal value), ``ideal``, ``arrow`` ("↑", "↓",
+    "→0.5"), ``better`` ("higher", "lower", "closest to 0.5") and ``favours``: the optimiser whose
+    mean is better in the metric's sense — for an ideal-valued metric the one whose paired mean is
+    closer to the ideal (``None`` on a tie or with no pairs). The difference and its test stay on
+    the raw values either way: "closer to 0.5" is a statement about means, not about Δ's sign.
+    Methods without a baseline cell give no rows.
     """
-    from soul_bench.report.leaderboard import _headline, _kind, _metric_specs, _number
-
-    specs = _headline(_metric_specs(metrics))
+    specs = headline_columns(metric_columns(metrics))
     by_cell: dict[tuple[str, str], dict[Any, Mapping]] = {}
     for r in records:
-        if _kind(r) != "unlearned" or r.get("status") != "ok":
+        if record_kind(r) != "unlearned" or r.get("status") != "ok":
             continue
         by_cell.setdefault((str(r.get("method")), str(r.get("optimizer"))), {})[r.get("seed")] = r
     rows = []
@@ -165,11 +169,22 @@ def optimizer_comparison_rows(records: Iterable[Mapping], metrics: Iterable[Mapp
         for optimizer in sorted(o for m, o in by_cell if m == method and o != baseline_optimizer):
             cell = by_cell[(method, optimizer)]
             for m in specs:
-                a = {s: _number((r.get("metrics") or {}).get(m.name)) for s, r in cell.items()}
-                b = {s: _number((r.get("metrics") or {}).get(m.name)) for s, r in base.items()}
+                a = {s: as_number((r.get("metrics") or {}).get(m.name)) for s, r in cell.items()}
+                b = {s: as_number((r.get("metrics") or {}).get(m.name)) for s, r in base.items()}
                 cmp = paired_comparison(a, b, level)
-                d = cmp["mean_diff"]
-                favours = None if d is None or d == 0 else (optimizer if (d > 0) == m.higher else baseline_optimizer)
                 rows.append({"method": method, "optimizer": optimizer, "baseline": baseline_optimizer,
-                             "metric": m.name, "label": m.label, "higher": m.higher, "favours": favours, **cmp})
+                             "metric": m.name, "label": m.label, "higher": m.higher, "ideal": m.ideal,
+                             "arrow": m.arrow, "better": m.better,
+                             "favours": _favoured(cmp, m.higher, m.score, optimizer, baseline_optimizer), **cmp})
     return rows
+
+
+def _favoured(cmp: Mapping[str, Any], higher: bool | None, score: Any, optimizer: str, baseline: str) -> str | None:
+    """Which of the two the paired means favour (None on a tie or without pairs)."""
+    d = cmp["mean_diff"]
+    if d is None:
+        return None
+    if higher is not None:  # a direction: the sign of the mean difference decides
+        return None if d == 0 else (optimizer if (d > 0) == higher else baseline)
+    a, b = score(cmp["mean_a"]), score(cmp["mean_b"])  # an ideal value: the smaller distance to it wins
+    return None if a == b else (optimizer if a > b else baseline)

@@ -23,42 +23,26 @@ token-level ones (Min-K%, Min-K%++, GradNorm, EM, ES) leave the EOS out unless t
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from soul_bench.data import answer_length
-from soul_bench.errors import ModelCheckError, UserError
+from soul_bench.errors import UserError
 from soul_bench.evaluate import metrics as M
 from soul_bench.evaluate import mia
 from soul_bench.evaluate.likelihood import answer_nll, generate_answers
-from soul_bench.task import DataSource, Task, TaskData, load_sibling
+from soul_bench.task import DataSource, Task, TaskData, load_sibling, read_json_records
 
 EVAL_SETS = {"forget": "eval_forget", "retain": "eval_retain", "real_authors": "eval_real_authors", "world_facts": "eval_world_facts"}
 HAS_PARAPHRASE = {"forget", "retain"}
-# Membership-inference attacks computed from one model (the reference attack also needs the
-# retain model's per-item values: see Tofu.reference_metrics). Metric: mia/<attack>_auc.
-MIA_ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "gradnorm")
 
 
 def _retain_split(forget_split: str) -> str:
     return f"retain{100 - int(forget_split[len('forget'):])}"
-
-
-def _read_json_records(path: Path) -> list[dict]:
-    text = path.read_text()
-    try:
-        if text.lstrip().startswith("["):
-            records = json.loads(text)
-        else:
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise UserError(f"malformed JSON in {path}: {exc}") from exc
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise UserError(f"{path} must hold a JSON array (or JSON lines) of objects")
-    return records
 
 
 def _check_schema(name: str, records: list[dict], keys: tuple[str, ...], where: str) -> list[dict]:
@@ -71,22 +55,42 @@ def _check_schema(name: str, records: list[dict], keys: tuple[str, ...], where: 
     return records
 
 
+class TofuData(BaseModel):
+    """Card section ``data``."""
+
+    model_config = ConfigDict(extra="forbid")
+    hub: str = "locuslab/TOFU"
+    forget_splits: list[str] = ["forget01", "forget05", "forget10"]
+    default_forget_split: str = "forget10"
+
+
+class TofuEvaluation(BaseModel):
+    """Card section ``evaluation``."""
+
+    model_config = ConfigDict(extra="forbid")
+    truth_ratio_mean: Literal["geometric", "arithmetic"] = "geometric"  # TOFU's / SOUL's variant
+    max_items: int | None = Field(default=None, ge=1)   # legacy TOFU capped every eval set at 300
+    generation_margin: int = Field(default=8, ge=0)     # greedy answer budget = reference answer tokens + margin
+
+
 class Tofu(Task):
+    section_models = {"data": TofuData, "evaluation": TofuEvaluation}
+
     # -------------------------------------------------------------- data
     def load_data(self, source: DataSource, forget_split: str | None, limit: int | None, generator_options: dict) -> TaskData:
-        data_card = self.card.section("data")
-        split = forget_split or data_card["default_forget_split"]
-        if split not in data_card["forget_splits"]:
-            raise UserError(f"unknown forget split '{split}'; valid: {', '.join(data_card['forget_splits'])}")
+        data_card = self.options["data"]
+        split = forget_split or data_card.default_forget_split
+        if split not in data_card.forget_splits:
+            raise UserError(f"unknown forget split '{split}'; valid: {', '.join(data_card.forget_splits)}")
         notes = []
         if source.kind == "hub":
             try:
-                raw = self._from_hub(data_card["hub"], split)
+                raw = self._from_hub(data_card.hub, split)
             except UserError:
                 raise
             except Exception as exc:  # network / hub errors: fall back only when the user did not insist
                 if not source.auto:
-                    raise UserError(f"cannot load {data_card['hub']} from the hub ({type(exc).__name__}); use --data synthetic or a local folder") from exc
+                    raise UserError(f"cannot load {data_card.hub} from the hub ({type(exc).__name__}); use --data synthetic or a local folder") from exc
                 notes.append(f"hub unreachable ({type(exc).__name__}); using the embedded synthetic TOFU data")
                 source = DataSource("synthetic", auto=True)
         if source.kind == "local":
@@ -116,7 +120,7 @@ class Tofu(Task):
         raw = {}
         for path in sorted(folder.iterdir()):
             if path.suffix in (".json", ".jsonl") and path.is_file():
-                raw[path.stem] = _read_json_records(path)
+                raw[path.stem] = read_json_records(path)
         return raw
 
     @staticmethod
@@ -157,8 +161,8 @@ class Tofu(Task):
 
     # -------------------------------------------------------------- evaluation
     def evaluate(self, model, tokenizer, fmt, data: TaskData, reference: dict | None = None, batch_size: int = 32):
-        options = self.card.section("evaluation")
-        cap = options.get("max_items")
+        options = self.options["evaluation"]
+        cap = options.max_items
         eval_sets = {name: data[key][:cap] if cap else data[key] for name, key in EVAL_SETS.items()}
 
         # One likelihood pass over every (question, answer variant) of every set.
@@ -186,7 +190,7 @@ class Tofu(Task):
 
         # One batched greedy-generation pass over every question.
         questions = [(name, item) for name, items in eval_sets.items() for item in items]
-        margin = int(options.get("generation_margin", 8))
+        margin = options.generation_margin
         budgets = [answer_length(tokenizer, fmt, item["question"], item["answer"]) + margin for _, item in questions]
         clock = time.perf_counter()
         generations = generate_answers(model, tokenizer, fmt, [item["question"] for _, item in questions], budgets, batch_size)
@@ -197,7 +201,7 @@ class Tofu(Task):
             gt = scores[slots[name]["gt"]]
             pert = scores[np.array(slots[name]["pert"])]
             correct = scores[slots[name]["para"]] if name in HAS_PARAPHRASE else gt
-            stat = M.truth_ratio_stat(correct, pert, mean=options.get("truth_ratio_mean", "geometric"))
+            stat = M.truth_ratio_stat(correct, pert, mean=options.truth_ratio_mean)
             texts = generations[cursor : cursor + len(items)]
             cursor += len(items)
             rouge = M.rouge_l_recall(texts, [item["answer"] for item in items])
@@ -224,67 +228,23 @@ class Tofu(Task):
     def _mia_probes(self, model, tokenizer, fmt, data: TaskData, forget: list[dict], holdout: list[dict] | None,
                     likelihood: dict, forget_slots: list[int], holdout_slots: list[int]) -> tuple[dict, dict]:
         """Memorisation of the forget answers and membership-inference attacks, forget (members)
-        vs holdout (non-members), see ``soul_bench.evaluate.mia``. → (metrics, per_item["mia"]).
+        vs holdout (non-members): ``soul_bench.evaluate.mia.membership_probes`` on the answers
+        (ZLib compresses the answer text; GradNorm scores each (question, answer) pair).
+        → (metrics, per_item["mia"] in that function's layout)."""
+        options = self.card.spec.mia
 
-        per_item["mia"] (JSON lists, forget / holdout items in eval-set order): ``members``,
-        ``nonmembers`` (None without a holdout set), ``k``, ``privleak_attack``, ``include_eos``
-        (whether the token-level scores kept the EOS position; LOSS / ZLib / reference always
-        do), ``notes`` (why a metric is None), ``exact_memorisation`` / ``extraction_strength``
-        per forget item, ``avg_nll`` {forget, holdout}, ``scores`` {attack: {forget, holdout}} (higher = member),
-        ``auc`` {attack: float}, ``roc`` {attack: {fpr, tpr}}; reference_metrics adds the
-        ``reference`` attack and ``privleak_retain_auc``."""
-        options = self.card.section("mia")
-        k = float(options.get("k", 0.4))
-        include_eos = options.get("include_eos", False)
-        if not isinstance(include_eos, bool):
-            raise UserError(f"mia.include_eos in the TOFU card must be true or false, got {include_eos!r}")
-        # None keeps every position (EOS included); else the EOS position is dropped (mia module docstring)
-        eos = [None if include_eos else flags for flags in likelihood["token_is_eos"]]
-        em = [mia.exact_memorisation(likelihood["argmax_match"][i], eos[i]) for i in forget_slots]
-        es = [mia.extraction_strength(likelihood["argmax_match"][i], eos[i]) for i in forget_slots]
-        metrics = {"forget/exact_memorisation": float(np.mean(em)), "forget/extraction_strength": float(np.mean(es))}
-        metrics.update({f"mia/{attack}_auc": None for attack in MIA_ATTACKS})
-        record = {"members": "forget", "nonmembers": None, "k": k, "privleak_attack": options.get("privleak_attack", "min_k"),
-                  "include_eos": include_eos, "notes": [], "exact_memorisation": em, "extraction_strength": es,
-                  "avg_nll": {"forget": likelihood["avg_nll"][forget_slots].tolist()}, "scores": {}, "auc": {}, "roc": {}}
-        if not holdout:
-            record["notes"].append(f"no holdout set in the task data ({data.source}): membership inference needs never-trained "
-                                   "non-members (TOFU's holdoutXX), so every mia/* metric is None")
-            return metrics, record
-        record["nonmembers"] = "holdout"
-        record["avg_nll"]["holdout"] = likelihood["avg_nll"][holdout_slots].tolist()
-        groups = {"forget": (forget_slots, forget), "holdout": (holdout_slots, holdout)}
+        def gradnorm(group):
+            items = forget if group == "forget" else holdout
+            return mia.gradnorm_scores(model, tokenizer, fmt, [(item["question"], item["answer"]) for item in items],
+                                       include_eos=options.include_eos)
 
-        def token_scores(score):
-            return {group: [score(i, item) for i, item in zip(slots, items)] for group, (slots, items) in groups.items()}
-
-        lp, mu, sigma = likelihood["token_logprobs"], likelihood["token_mu"], likelihood["token_sigma"]
-        record["scores"]["loss"] = token_scores(lambda i, item: mia.loss_score(lp[i]))
-        record["scores"]["zlib"] = token_scores(lambda i, item: mia.zlib_score(lp[i], item["answer"]))
-        record["scores"]["min_k"] = token_scores(lambda i, item: mia.min_k_score(lp[i], k, eos[i]))
-        record["scores"]["min_k_plus_plus"] = token_scores(lambda i, item: mia.min_k_plus_plus_score(lp[i], mu[i], sigma[i], k, eos[i]))
-        if options.get("gradnorm", True):
-            record["scores"]["gradnorm"] = {
-                group: mia.gradnorm_scores(model, tokenizer, fmt, [(item["question"], item["answer"]) for item in items],
-                                           include_eos=include_eos).tolist()
-                for group, (_, items) in groups.items()}
-        else:
-            record["notes"].append("gradnorm is off in the card (mia.gradnorm: false): mia/gradnorm_auc is None")
-        for attack, scores in record["scores"].items():
-            metrics[f"mia/{attack}_auc"] = self._record_auc(record, attack, scores)
-        return metrics, record
-
-    @staticmethod
-    def _record_auc(record: dict, attack: str, scores: dict) -> float | None:
-        """AUC (members = forget) of one attack into ``record``; None (with a note) if it cannot be computed."""
-        try:
-            auc, roc = mia.attack_auc(scores["forget"], scores["holdout"])
-        except ValueError as exc:
-            record["notes"].append(f"{attack}: no AUC ({exc})")
-            record["auc"][attack], record["roc"][attack] = None, None
-            return None
-        record["auc"][attack], record["roc"][attack] = auc, roc
-        return auc
+        return mia.membership_probes(
+            likelihood, forget_slots, [item["answer"] for item in forget],
+            holdout_slots if holdout else None, [item["answer"] for item in holdout or []],
+            k=options.k, include_eos=options.include_eos, privleak_attack=options.privleak_attack,
+            gradnorm=gradnorm if options.gradnorm else None,
+            missing_note=f"no holdout set in the task data ({data.source}): membership inference needs never-trained "
+                         "non-members (TOFU's holdoutXX), so every mia/* metric is None")
 
     def reference_metrics(self, per_item: dict, reference: dict | None) -> dict:
         """Metrics against the retain model's per-item values (``reference``; None without one):
@@ -301,34 +261,8 @@ class Tofu(Task):
         ``per_item["mia"]`` (the runner writes the record after calling this)."""
         out = {"forget_quality": None if reference is None else
                M.forget_quality(per_item["forget"]["truth_ratio_stat"], reference["forget"]["truth_ratio_stat"])}
-        out.update({"mia/reference_auc": None, "mia/privleak": None})
-        mine = per_item.get("mia")
-        if not mine or mine.get("nonmembers") is None:
-            return out
-        theirs = (reference or {}).get("mia") or {}
-        attack = mine.get("privleak_attack", "min_k")
-        auc = mine["auc"].get(attack)
-        retain_auc = (theirs.get("auc") or {}).get(attack)
-        if auc is not None:
-            out["mia/privleak"] = mia.privleak(auc, retain_auc)
-            mine["privleak_retain_auc"] = retain_auc  # None: A'_retain = 0.5 was used
-        ref_nll = theirs.get("avg_nll") or {}
-        if all(len(ref_nll.get(group) or []) == len(mine["avg_nll"][group]) > 0 for group in ("forget", "holdout")):
-            mine["scores"]["reference"] = {group: mia.reference_score(mine["avg_nll"][group], ref_nll[group]).tolist()
-                                           for group in ("forget", "holdout")}
-            out["mia/reference_auc"] = self._record_auc(mine, "reference", mine["scores"]["reference"])
-        elif reference is not None and theirs:
-            mine["notes"].append("the retain model's records do not cover the same forget / holdout items: no reference attack")
+        out.update(mia.reference_probes(per_item.get("mia"), (reference or {}).get("mia")))
         return out
-
-    def check_models(self, target_metrics: dict, retain_metrics: dict, thresholds: dict) -> None:
-        target, retain = target_metrics["forget/rouge"], retain_metrics["forget/rouge"]
-        if target < thresholds.get("min_target_forget_rouge", 0.9):
-            raise ModelCheckError(f"the embedded target model did not memorise the forget set: ROUGE-L recall {target:.3f} "
-                                  f"< {thresholds['min_target_forget_rouge']}; train longer (embedded.presets.*.train)")
-        if target - retain < thresholds.get("min_rouge_gap", 0.15):
-            raise ModelCheckError(f"the retain model knows the forget set almost as well as the target (ROUGE-L {retain:.3f} vs "
-                                  f"{target:.3f}); the forget authors leak through the retain data")
 
 
 def load(card):

@@ -1,0 +1,290 @@
+"""The task card (``tasks/<name>/task.yaml``), typed.
+
+A card is validated when the task is loaded: an unknown key or a bad value fails there, in
+one line naming the file and the key, instead of being silently ignored (a typo such as
+``rank_by: [forget_qualty]`` or ``mia: {incude_eos: true}`` used to pass). Sections the core
+reads are typed here; ``data`` and ``evaluation`` belong to the task, which may type them
+itself (``Task.section_models``). ``docs/task-card.md`` is the reference card.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+
+from soul_bench.errors import UserError
+
+SHAPES = ("qa", "completion", "text")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MetricSpec(Strict):
+    """One leaderboard column. Better is either a ``direction`` (higher / lower) or closer to an
+    ``ideal`` value: an MIA AUC is best at 0.5 (neither members nor non-members stand out),
+    PrivLeak at 0, a hazard multiple-choice accuracy at chance."""
+
+    name: str
+    label: str | None = None
+    direction: Literal["higher", "lower"] | None = None
+    ideal: float | None = None
+    headline: StrictBool = False
+    log: StrictBool = False
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _one_notion_of_better(self):
+        if (self.direction is None) == (self.ideal is None):
+            raise ValueError(f"metric '{self.name}' needs either direction (higher / lower) or ideal (a value), not "
+                             f"{'both' if self.direction else 'neither'}")
+        return self
+
+    @property
+    def arrow(self) -> str:
+        if self.ideal is not None:
+            return f"→{self.ideal:g}"
+        return "↑" if self.direction == "higher" else "↓"
+
+
+class Requirement(Strict):
+    """A constraint of the ranking, e.g. general accuracy ≥ 0.95 × the target's."""
+
+    metric: str
+    at_least: float | None = None
+    at_most: float | None = None
+    relative_to: Literal["target"] | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self):
+        if (self.at_least is None) == (self.at_most is None):
+            raise ValueError(f"requirement on '{self.metric}' needs exactly one of at_least / at_most")
+        return self
+
+
+class Ranking(Strict):
+    """Lexicographic on ``by`` (each metric in its own sense of better); cells that miss a
+    ``require`` constraint rank after every cell that meets them all."""
+
+    by: list[str]
+    require: list[Requirement] = Field(default_factory=list)
+
+
+class PromptSpec(Strict):
+    template: str = "Question: {question}\nAnswer:"
+    answer_prefix: str = " "
+
+
+class ExamplesSpec(Strict):
+    """The shape of the task's training examples (what unlearning and the embedded stages see).
+
+    * ``qa``: ``question`` → ``answer`` through the prompt template; labels on the answer + EOS.
+    * ``completion``: ``prefix`` → ``continuation``, joined as plain text; labels on the
+      continuation + EOS (the border is found on token ids, as for QA).
+    * ``text``: ``text`` documents, tokenised and cut into windows of ``max_length`` tokens;
+      every token is labelled (language modelling).
+    ``sets`` gives a data set its own shape (e.g. a QA task whose background corpus is text).
+    """
+
+    shape: Literal["qa", "completion", "text"] = "qa"
+    max_length: int | None = Field(default=None, ge=8)
+    sets: dict[str, Literal["qa", "completion", "text"]] = Field(default_factory=dict)
+
+    def shape_of(self, set_name: str) -> str:
+        return self.sets.get(set_name, self.shape)
+
+
+class MiaSpec(Strict):
+    """Membership-inference probes (``soul_bench.evaluate.mia``)."""
+
+    k: float = Field(default=0.4, gt=0, le=1)
+    gradnorm: StrictBool = True
+    privleak_attack: Literal["loss", "zlib", "min_k", "min_k_plus_plus", "gradnorm"] = "min_k"
+    include_eos: StrictBool = False
+
+
+class BaselineSpec(Strict):
+    """A reference model of the task. ``stage``: the embedded stage that provides it offline;
+    ``flag``: the run option that names it on the real path."""
+
+    label: str | None = None
+    stage: str | None = None
+    flag: Literal["model", "retain_model"] | None = None
+
+
+class CheckSpec(Strict):
+    """A fitness check on the prepared embedded models, run before any unlearning: the value of
+    ``metric`` for ``model`` (minus its value for ``minus``, when given) must meet the bound."""
+
+    metric: str
+    model: str = "target"
+    minus: str | None = None
+    at_least: float | None = None
+    at_most: float | None = None
+    why: str = ""
+
+    @model_validator(mode="after")
+    def _one_bound(self):
+        if (self.at_least is None) == (self.at_most is None):
+            raise ValueError(f"check on '{self.metric}' needs exactly one of at_least / at_most")
+        return self
+
+
+class StageSpec(Strict):
+    init: str = "scratch"
+    data: list[str]
+
+
+class PresetSpec(Strict):
+    model: dict[str, Any]
+    vocab_size: int = Field(ge=32)
+    generator: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    checks: list[CheckSpec] | None = None
+    stages: dict[str, StageSpec] | None = None
+
+
+class EmbeddedSpec(Strict):
+    default_preset: str
+    # text fields the embedded BPE tokenizer is trained on; None = every string field of every set
+    tokenizer_fields: list[str] | None = None
+    checks: list[CheckSpec] = Field(default_factory=list)
+    stages: dict[str, StageSpec]
+    presets: dict[str, PresetSpec]
+
+    @model_validator(mode="after")
+    def _stages_resolve(self):
+        for name, stage in self.stages.items():
+            if stage.init != "scratch" and stage.init not in self.stages:
+                raise ValueError(f"stage '{name}' starts from unknown stage '{stage.init}'; valid: scratch, "
+                                 f"{', '.join(self.stages)}")
+        if self.default_preset not in self.presets:
+            raise ValueError(f"default_preset '{self.default_preset}' is not among the presets ({', '.join(self.presets)})")
+        return self
+
+
+class HarnessSpec(Strict):
+    include: list[str] = Field(default_factory=list)
+    tasks_by_source: dict[str, list[str]] = Field(default_factory=dict)
+    batch_size: int = Field(default=16, ge=1)
+    limit: int | None = Field(default=None, ge=1)
+
+
+class ReferenceSweep(Strict):
+    methods: list[str]
+    optimizers: list[str]
+    seeds: list[int] = Field(default_factory=lambda: [0])
+
+
+class CardSpec(Strict):
+    name: str
+    description: str = ""
+    paper: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)        # the task's own (Task.section_models may type it)
+    prompt: PromptSpec = Field(default_factory=PromptSpec)
+    examples: ExamplesSpec = Field(default_factory=ExamplesSpec)
+    evaluation: dict[str, Any] = Field(default_factory=dict)  # the task's own
+    mia: MiaSpec = Field(default_factory=MiaSpec)
+    metrics: list[MetricSpec] = Field(default_factory=list)
+    rank_by: list[str] | Ranking | None = None
+    tradeoff: tuple[str, str] | None = None
+    baselines: dict[str, BaselineSpec] = Field(default_factory=lambda: {
+        "target": BaselineSpec(label="target (no unlearning)", stage="target", flag="model"),
+        "retain": BaselineSpec(label="retain (oracle)", stage="retain", flag="retain_model")})
+    harness: HarnessSpec = Field(default_factory=HarnessSpec)
+    reference: ReferenceSweep | None = None
+    unlearning: dict[str, Any] = Field(default_factory=dict)  # checked by engine.loop.LoopSettings
+    methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    optimizers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    embedded: EmbeddedSpec | None = None
+
+    @field_validator("metrics")
+    @classmethod
+    def _distinct(cls, metrics: list[MetricSpec]) -> list[MetricSpec]:
+        seen = set()
+        for metric in metrics:
+            if metric.name in seen:
+                raise ValueError(f"metric '{metric.name}' is listed twice")
+            seen.add(metric.name)
+        return metrics
+
+    @model_validator(mode="after")
+    def _names_resolve(self):
+        names = {m.name for m in self.metrics}
+        ranking = self.ranking
+        wanted = list(ranking.by) + [r.metric for r in ranking.require] + list(self.tradeoff or ())
+        unknown = [n for n in wanted if n not in names]
+        if unknown:
+            raise ValueError(f"rank_by / tradeoff name unknown metric '{unknown[0]}'; this card's metrics: "
+                             f"{', '.join(sorted(names)) or '(none)'}")
+        if "target" not in self.baselines:
+            raise ValueError("baselines must declare 'target' (the model unlearning starts from)")
+        return self
+
+    @property
+    def ranking(self) -> Ranking:
+        if isinstance(self.rank_by, Ranking):
+            return self.rank_by
+        if self.rank_by is not None:
+            return Ranking(by=self.rank_by)
+        return Ranking(by=[m.name for m in self.metrics if m.headline])
+
+
+def _where(error: dict) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "(top level)"
+
+
+def validation_message(path: Path | str, exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """One line: the file, the key, what is wrong (and, for an unknown key, what is valid)."""
+    error = exc.errors()[0]
+    where = _where(error)
+    if error["type"] == "extra_forbidden":
+        valid = ""
+        if model is not None and len(error["loc"]) == 1:
+            valid = f"; valid keys: {', '.join(model.model_fields)}"
+        return f"task card {path}: unknown key '{where}'{valid}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"task card {path}: '{where}': {message}"
+
+
+def read_card(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"task card {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(raw, dict):
+        raise UserError(f"task card {path} must be a mapping")
+    return raw
+
+
+def parse_card(raw: dict, path: Path | str) -> CardSpec:
+    try:
+        return CardSpec(**raw)
+    except ValidationError as exc:
+        raise UserError(validation_message(path, exc, CardSpec)) from exc
+
+
+def parse_section(raw: Any, model: type[BaseModel], path: Path | str, section: str) -> BaseModel:
+    """Validate a task-owned section (``data``, ``evaluation``) with the task's own model."""
+    try:
+        return model(**(raw or {}))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join([section, *(str(p) for p in error["loc"])])
+        if error["type"] == "extra_forbidden":
+            return _raise(f"task card {path}: unknown key '{where}'; valid keys: {', '.join(model.model_fields)}", exc)
+        return _raise(f"task card {path}: '{where}': {error['msg'].removeprefix('Value error, ')}", exc)
+
+
+def _raise(message: str, exc: Exception):
+    raise UserError(message) from exc
+
+
+if __name__ == "__main__":  # python -m soul_bench.card > docs/task-card.schema.json
+    import json
+
+    print(json.dumps(CardSpec.model_json_schema(), indent=1, sort_keys=True))

@@ -1,0 +1,121 @@
+"""The typed task card: typos and bad values fail at load in one line naming the file and key."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cli_helpers import run_cli
+from soul_bench.card import CardSpec, MetricSpec, parse_card
+from soul_bench.errors import ModelCheckError, UserError
+from soul_bench.registry import load_task
+
+REPO = Path(__file__).resolve().parents[1]
+TOFU_CARD = yaml.safe_load((REPO / "tasks" / "tofu" / "task.yaml").read_text())
+
+
+def card_with(**changes) -> dict:
+    card = json.loads(json.dumps(TOFU_CARD))
+    for dotted, value in changes.items():
+        *path, last = dotted.split("__")
+        node = card
+        for key in path:
+            node = node[key]
+        node[last] = value
+    return card
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"rank_bye": ["forget_quality"]}, "unknown key 'rank_bye'; valid keys: name, description"),
+    ({"mia__incude_eos": True}, "unknown key 'mia.incude_eos'"),
+    ({"mia__include_eos": "yes"}, "'mia.include_eos'"),
+    ({"mia__k": 1.5}, "'mia.k'"),
+    ({"rank_by": ["forget_qualty"]}, "unknown metric 'forget_qualty'"),
+    ({"tradeoff": ["model_utility", "nope"]}, "unknown metric 'nope'"),
+    ({"metrics": [{"name": "a", "direction": "up"}]}, "'metrics.0.direction'"),
+    ({"metrics": [{"name": "a"}]}, "needs either direction (higher / lower) or ideal"),
+    ({"metrics": [{"name": "a", "direction": "higher", "ideal": 0.5}]}, "not both"),
+    ({"examples": {"shape": "table"}}, "'examples.shape'"),
+    ({"embedded__stages__target__init": "nowhere"}, "starts from unknown stage 'nowhere'"),
+    ({"embedded__default_preset": "huge"}, "default_preset 'huge' is not among the presets"),
+    ({"embedded__checks": [{"metric": "forget/rouge"}]}, "needs exactly one of at_least / at_most"),
+    ({"baselines": {"retain": {"stage": "retain"}}}, "baselines must declare 'target'"),
+])
+def test_bad_cards_fail_in_one_line_naming_file_and_key(changes, message):
+    with pytest.raises(UserError) as err:
+        parse_card(card_with(**changes), "tasks/x/task.yaml")
+    text = str(err.value)
+    assert text.startswith("task card tasks/x/task.yaml") and message in text and "\n" not in text
+
+
+def test_task_owned_sections_are_typed_by_the_task(tmp_path):
+    folder = tmp_path / "tofu2"
+    folder.mkdir()
+    card = card_with(name="tofu2", evaluation__truth_ratio_mean="harmonic")
+    (folder / "task.yaml").write_text(yaml.safe_dump(card))
+    (folder / "task.py").write_text((REPO / "tasks" / "tofu" / "task.py").read_text())
+    (folder / "synthetic.py").write_text((REPO / "tasks" / "tofu" / "synthetic.py").read_text())
+    with pytest.raises(UserError, match=r"'evaluation.truth_ratio_mean'"):
+        load_task("tofu2", [tmp_path])
+    card = card_with(name="tofu2", evaluation__max_itmes=3)
+    (folder / "task.yaml").write_text(yaml.safe_dump(card))
+    with pytest.raises(UserError, match=r"unknown key 'evaluation.max_itmes'; valid keys: truth_ratio_mean"):
+        load_task("tofu2", [tmp_path])
+
+
+def test_cli_reports_a_bad_card_with_exit_code_2(tmp_path, capsys):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "task.yaml").write_text("name: broken\nmetrics: [{name: a, direction: sideways}]\n")
+    (folder / "task.py").write_text("def load(card):\n    raise AssertionError\n")
+    code, _, err = run_cli(["run", "--task", "broken", "--tasks-dir", tmp_path, "--out", tmp_path / "out"], capsys)
+    assert code == 2 and "metrics.0.direction" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_metric_arrow_and_ranking_defaults():
+    assert MetricSpec(name="auc", ideal=0.5).arrow == "→0.5"
+    assert MetricSpec(name="u", direction="higher").arrow == "↑"
+    spec = CardSpec(name="t", metrics=[{"name": "a", "direction": "higher", "headline": True},
+                                       {"name": "b", "ideal": 0.0}])
+    assert spec.ranking.by == ["a"] and spec.ranking.require == []
+    assert set(spec.baselines) == {"target", "retain"}
+
+
+def test_the_shipped_cards_are_valid():
+    for name in ("tofu",):
+        task = load_task(name)
+        assert task.card.spec.embedded is not None and task.card.metrics
+
+
+def test_checks_compare_models_and_name_the_failure():
+    from soul_bench.card import CheckSpec
+
+    task = load_task("tofu")
+    checks = [CheckSpec(metric="forget/rouge", at_least=0.9, why="memorise"),
+              CheckSpec(metric="forget/rouge", minus="retain", at_least=0.15, why="leak")]
+    task.check_models({"target": {"forget/rouge": 0.95}, "retain": {"forget/rouge": 0.5}}, checks)
+    with pytest.raises(ModelCheckError, match=r"forget/rouge of the target model is 0.850 < 0.9: memorise"):
+        task.check_models({"target": {"forget/rouge": 0.85}, "retain": {"forget/rouge": 0.5}}, checks)
+    with pytest.raises(ModelCheckError, match=r"minus the retain model's is 0.100 < 0.15: leak"):
+        task.check_models({"target": {"forget/rouge": 0.95}, "retain": {"forget/rouge": 0.85}}, checks)
+    with pytest.raises(UserError, match="names model 'retain'"):
+        task.check_models({"target": {"forget/rouge": 0.95}}, checks)
+
+
+def test_stage_order_follows_init_and_refuses_circles():
+    from soul_bench.prepare import stage_order
+
+    stages = {"target": {"init": "retain"}, "retain": {"init": "scratch"}, "extra": {"init": "target"}}
+    assert stage_order(stages) == ["retain", "target", "extra"]
+    with pytest.raises(UserError, match="circle"):
+        stage_order({"a": {"init": "b"}, "b": {"init": "a"}})
+
+
+def test_the_documented_schema_is_current():
+    from soul_bench.card import CardSpec
+
+    committed = json.loads((REPO / "docs" / "task-card.schema.json").read_text())
+    assert committed == json.loads(json.dumps(CardSpec.model_json_schema())), \
+        "regenerate: python -m soul_bench.card > docs/task-card.schema.json"
