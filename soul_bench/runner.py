@@ -30,6 +30,7 @@ from soul_bench.spec import SweepSpec
 from soul_bench.task import DataSource, Task
 
 LOOP_FIELDS = {f.name for f in dataclasses.fields(LoopSettings)} - {"seed"}
+PER_METHOD = "per_method"  # optimizers.<name>.per_method.<method>: that method's own values (card or config)
 
 
 def apply_lora(model, options: dict):
@@ -45,7 +46,8 @@ def apply_lora(model, options: dict):
 
 
 def cell_settings(task: Task, spec: SweepSpec, method: str, optimizer: str, seed: int):
-    """Loop settings and hyper-parameters of one cell: card defaults ← config ← flags."""
+    """Loop settings and hyper-parameters of one cell: card defaults ← config ← flags. An
+    optimiser's ``per_method`` entry overrides its values for one method (a tuned lr per cell)."""
     unlearning = {**task.card.section("unlearning"), **spec.unlearning}
     lr = unlearning.pop("lr", None)
     unknown = set(unlearning) - LOOP_FIELDS
@@ -56,7 +58,11 @@ def cell_settings(task: Task, spec: SweepSpec, method: str, optimizer: str, seed
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     method_hp = {**task.card.section("methods").get(method, {}), **spec.method_hparams.get(method, {})}
-    optimizer_hp = {**task.card.section("optimizers").get(optimizer, {}), **spec.optimizer_hparams.get(optimizer, {})}
+    optimizer_hp = {}
+    for source in (task.card.section("optimizers").get(optimizer, {}), spec.optimizer_hparams.get(optimizer, {})):
+        optimizer_hp.update({k: v for k, v in source.items() if k != PER_METHOD})
+        # e.g. RMU's representation loss needs a larger step than the likelihood losses
+        optimizer_hp.update((source.get(PER_METHOD) or {}).get(method, {}))
     if lr is not None and "lr" in optimizer_defaults(optimizer):  # one-shot updaters (IU) have no LR
         optimizer_hp["lr"] = lr
     return loop, method_hp, optimizer_hp
@@ -70,6 +76,13 @@ class Runner:
         self.task = registry.load_task(spec.task, spec.tasks_dirs)
         registry.check_names("method", spec.methods, registry.methods())
         registry.check_names("optimizer", spec.optimizers, registry.optimizers())
+        known_methods = registry.methods()
+        for where, sections in (("task card", self.task.card.section("optimizers")), ("config", spec.optimizer_hparams)):
+            for name, values in sections.items():
+                unknown = sorted(set((values or {}).get(PER_METHOD) or {}) - set(known_methods))
+                if unknown:
+                    raise UserError(f"{where}: optimizers.{name}.{PER_METHOD} names unknown method '{unknown[0]}'; "
+                                    f"valid: {', '.join(sorted(known_methods))}")
         self.one_shot: dict[str, bool] = {}  # optimiser → is a one-shot updater (IU), learnt while validating
         for method in spec.methods:  # fail on bad hyper-parameters before any work
             for optimizer in spec.optimizers:

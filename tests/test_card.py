@@ -84,7 +84,7 @@ def test_metric_arrow_and_ranking_defaults():
 
 
 def test_the_shipped_cards_are_valid():
-    for name in ("tofu",):
+    for name in ("tofu", "wmdp"):
         task = load_task(name)
         assert task.card.spec.embedded is not None and task.card.metrics
 
