@@ -44,8 +44,12 @@ class TaskCard:
         return ranking if ranking.require else list(ranking.by)
 
     @property
-    def tradeoff(self) -> tuple[str, str]:
-        return self.spec.tradeoff or ("model_utility", "forget_quality")
+    def tradeoff(self) -> tuple[str, str] | None:
+        """The scatter's (x, y) metrics: the card's, else its first two metrics (headline first)."""
+        if self.spec.tradeoff:
+            return self.spec.tradeoff
+        ordered = [m.name for m in self.metrics if m.headline] + [m.name for m in self.metrics if not m.headline]
+        return tuple(ordered[:2]) if len(ordered) >= 2 else None
 
     def section(self, name: str) -> dict:
         """A card section as a plain dict (typed sections dumped with their defaults)."""

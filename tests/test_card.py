@@ -50,12 +50,12 @@ def test_bad_cards_fail_in_one_line_naming_file_and_key(changes, message):
 
 
 def test_task_owned_sections_are_typed_by_the_task(tmp_path):
+    import shutil
+
     folder = tmp_path / "tofu2"
-    folder.mkdir()
+    shutil.copytree(REPO / "tasks" / "tofu", folder)
     card = card_with(name="tofu2", evaluation__truth_ratio_mean="harmonic")
     (folder / "task.yaml").write_text(yaml.safe_dump(card))
-    (folder / "task.py").write_text((REPO / "tasks" / "tofu" / "task.py").read_text())
-    (folder / "synthetic.py").write_text((REPO / "tasks" / "tofu" / "synthetic.py").read_text())
     with pytest.raises(UserError, match=r"'evaluation.truth_ratio_mean'"):
         load_task("tofu2", [tmp_path])
     card = card_with(name="tofu2", evaluation__max_itmes=3)
@@ -119,3 +119,15 @@ def test_the_documented_schema_is_current():
     committed = json.loads((REPO / "docs" / "task-card.schema.json").read_text())
     assert committed == json.loads(json.dumps(CardSpec.model_json_schema())), \
         "regenerate: python -m soul_bench.card > docs/task-card.schema.json"
+
+
+def test_tradeoff_defaults_to_the_first_two_metrics_not_tofu_names(tmp_path):
+    from soul_bench.report.columns import metric_columns, tradeoff_axes
+    from soul_bench.task import TaskCard
+
+    raw = {"name": "t", "metrics": [{"name": "b", "direction": "lower"}, {"name": "a", "direction": "higher", "headline": True},
+                                    {"name": "c", "ideal": 0.5}]}
+    card = TaskCard(name="t", description="", folder=tmp_path, raw=raw)
+    assert card.tradeoff == ("a", "b")
+    x, y = tradeoff_axes(None, metric_columns(card.metrics))
+    assert (x.name, y.name) == ("a", "b")

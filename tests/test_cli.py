@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from cli_helpers import run_cli
-from conftest import REAL_TOFU
+from repo_paths import REAL_TOFU
 from soul_bench.registry import load_task
 
 MICRO = ["--preset", "micro", "--steps", "2", "--no-progress"]

@@ -1,4 +1,5 @@
-"""Tests for soul_bench.evaluate.metrics (TOFU metrics), with hand-computed values."""
+"""Tests for the metric formulas, with hand-computed values: the generic ones in
+soul_bench.evaluate.metrics (``M``) and TOFU's in tasks/tofu/metrics.py (``TM``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import scipy.stats
 
 from soul_bench.evaluate import metrics as M
+from soul_bench_tasks.tofu import metrics as TM
 
 LN2 = math.log(2.0)
 LN4 = math.log(4.0)
@@ -32,7 +34,7 @@ def test_probability_mean_is_tofu_prob():
 def test_normalised_probability_by_hand():
     # item 0: p = e^-ln2 = 0.5, q = e^-ln4 = 0.25, 0.25 -> 0.5 / (0.5 + 0.5) = 0.5
     # item 1: p = e^0 = 1,     q = 1, 0.5              -> 1 / (1 + 1.5)     = 0.4
-    out = M.normalised_probability([LN2, 0.0], [[LN4, LN4], [0.0, LN2]])
+    out = TM.normalised_probability([LN2, 0.0], [[LN4, LN4], [0.0, LN2]])
     np.testing.assert_allclose(out, [0.5, 0.4], rtol=1e-12)
 
 
@@ -41,10 +43,10 @@ def test_normalised_probability_matches_direct_formula_and_large_nll():
     t = rng.uniform(0.1, 4.0, size=7)
     p = rng.uniform(0.1, 4.0, size=(7, 5))
     direct = np.exp(-t) / (np.exp(-t) + np.exp(-p).sum(axis=1))
-    np.testing.assert_allclose(M.normalised_probability(t, p), direct, rtol=1e-12)
+    np.testing.assert_allclose(TM.normalised_probability(t, p), direct, rtol=1e-12)
     # huge NLLs: exp(-800) underflows to 0 in the direct formula (0/0);
     # in log space: p = q_1 = q_2 -> 1/3
-    np.testing.assert_allclose(M.normalised_probability([800.0], [[800.0, 800.0]]), [1 / 3])
+    np.testing.assert_allclose(TM.normalised_probability([800.0], [[800.0, 800.0]]), [1 / 3])
 
 
 # --------------------------------------------------------------------------- truth ratio
@@ -52,21 +54,21 @@ def test_normalised_probability_matches_direct_formula_and_large_nll():
 
 def test_truth_ratio_worked_example_geometric():
     # stat = exp(mean(2, 3) - 1) = exp(1.5) = 4.4816891
-    stat = M.truth_ratio_stat([1.0], [[2.0, 3.0]])
+    stat = TM.truth_ratio_stat([1.0], [[2.0, 3.0]])
     np.testing.assert_allclose(stat, [4.4816891], rtol=1e-7)
     # forget: min(4.4817, 1/4.4817) = e^-1.5 = 0.2231302
-    assert M.truth_ratio_score(stat, "forget") == pytest.approx(0.2231302, abs=1e-7)
+    assert TM.truth_ratio_score(stat, "forget") == pytest.approx(0.2231302, abs=1e-7)
     # retain: 1 - 1/4.4817 = 1 - 0.2231302 = 0.7768698
-    assert M.truth_ratio_score(stat, "retain") == pytest.approx(0.7768698, abs=1e-7)
-    assert M.truth_ratio_score(stat, "real_authors") == pytest.approx(0.7768698, abs=1e-7)
-    assert M.truth_ratio_score(stat, "world_facts") == pytest.approx(0.7768698, abs=1e-7)
+    assert TM.truth_ratio_score(stat, "retain") == pytest.approx(0.7768698, abs=1e-7)
+    assert TM.truth_ratio_score(stat, "real_authors") == pytest.approx(0.7768698, abs=1e-7)
+    assert TM.truth_ratio_score(stat, "world_facts") == pytest.approx(0.7768698, abs=1e-7)
 
 
 def test_truth_ratio_default_is_geometric():
     # correct 0, perturbed ln2, ln4: exp((ln2 + ln4)/2) = exp(1.5 ln 2) = 2^1.5 = 2.8284271
     c, p = [0.0], [[LN2, LN4]]
-    np.testing.assert_allclose(M.truth_ratio_stat(c, p), [2.0**1.5], rtol=1e-12)
-    np.testing.assert_allclose(M.truth_ratio_stat(c, p, mean="geometric"), [2.8284271], rtol=1e-7)
+    np.testing.assert_allclose(TM.truth_ratio_stat(c, p), [2.0**1.5], rtol=1e-12)
+    np.testing.assert_allclose(TM.truth_ratio_stat(c, p, mean="geometric"), [2.8284271], rtol=1e-7)
 
 
 def test_truth_ratio_arithmetic_by_hand():
@@ -74,40 +76,40 @@ def test_truth_ratio_arithmetic_by_hand():
     #   exp(0 - ln2) = 0.5, exp(0 - ln4) = 0.25 -> mean 0.375 -> stat = 1/0.375 = 8/3
     # correct 1, perturbed 2, 3:
     #   exp(-1) = 0.3678794, exp(-2) = 0.1353353 -> mean 0.2516074 -> stat = 3.9744465
-    stat = M.truth_ratio_stat([0.0, 1.0], [[LN2, LN4], [2.0, 3.0]], mean="arithmetic")
+    stat = TM.truth_ratio_stat([0.0, 1.0], [[LN2, LN4], [2.0, 3.0]], mean="arithmetic")
     np.testing.assert_allclose(stat, [8 / 3, 3.9744465], rtol=1e-7)
     # AM >= GM, so the arithmetic stat is below the geometric one (8/3 < 2^1.5; 3.97 < 4.48)
-    geo = M.truth_ratio_stat([0.0, 1.0], [[LN2, LN4], [2.0, 3.0]])
+    geo = TM.truth_ratio_stat([0.0, 1.0], [[LN2, LN4], [2.0, 3.0]])
     assert (stat < geo).all()
 
 
 def test_truth_ratio_equal_perturbations_same_for_both_means():
     # all perturbed NLLs equal -> both means give exp(L - c) = exp(0.7)
-    g = M.truth_ratio_stat([0.3], [[1.0, 1.0, 1.0]])
-    a = M.truth_ratio_stat([0.3], [[1.0, 1.0, 1.0]], mean="arithmetic")
+    g = TM.truth_ratio_stat([0.3], [[1.0, 1.0, 1.0]])
+    a = TM.truth_ratio_stat([0.3], [[1.0, 1.0, 1.0]], mean="arithmetic")
     np.testing.assert_allclose(g, [math.exp(0.7)], rtol=1e-12)
     np.testing.assert_allclose(a, [math.exp(0.7)], rtol=1e-12)
 
 
 def test_truth_ratio_bad_mean():
     with pytest.raises(ValueError, match="harmonic"):
-        M.truth_ratio_stat([1.0], [[2.0]], mean="harmonic")
+        TM.truth_ratio_stat([1.0], [[2.0]], mean="harmonic")
 
 
 def test_truth_ratio_score_clamps_retain_and_forget_symmetry():
     # stat 0.5: retain max(0, 1 - 2) = 0 (clamped); stat 2: 1 - 0.5 = 0.5 -> mean 0.25
-    assert M.truth_ratio_score([0.5, 2.0], "retain") == pytest.approx(0.25)
+    assert TM.truth_ratio_score([0.5, 2.0], "retain") == pytest.approx(0.25)
     # a stat < 1 alone on retain -> 0, not 1 - 1/0.5 = -1
-    assert M.truth_ratio_score([0.5], "retain") == 0.0
+    assert TM.truth_ratio_score([0.5], "retain") == 0.0
     # forget: min(0.5, 2) = 0.5 and min(2, 0.5) = 0.5 -> 0.5
-    assert M.truth_ratio_score([0.5, 2.0], "forget") == pytest.approx(0.5)
+    assert TM.truth_ratio_score([0.5, 2.0], "forget") == pytest.approx(0.5)
     # forget-set names with a size suffix use the forget formula
-    assert M.truth_ratio_score([0.5, 2.0], "forget10") == pytest.approx(0.5)
+    assert TM.truth_ratio_score([0.5, 2.0], "forget10") == pytest.approx(0.5)
 
 
 def test_truth_ratio_score_rejects_negative():
     with pytest.raises(ValueError):
-        M.truth_ratio_score([-1.0], "retain")
+        TM.truth_ratio_score([-1.0], "retain")
 
 
 # --------------------------------------------------------------------------- forget quality
@@ -116,16 +118,16 @@ def test_truth_ratio_score_rejects_negative():
 def test_forget_quality_matches_scipy_and_hand_value():
     a = [0.2, 0.9, 1.3, 0.4, 2.2, 0.7]
     b = [1.1, 0.3, 1.8, 2.5, 0.95]
-    assert M.forget_quality(a, b) == pytest.approx(scipy.stats.ks_2samp(a, b).pvalue, rel=1e-12)
+    assert TM.forget_quality(a, b) == pytest.approx(scipy.stats.ks_2samp(a, b).pvalue, rel=1e-12)
     # [1,2,3] vs [4,5,6]: D = 1, exact p = 2 / C(6,3) = 2/20 = 0.1
-    assert M.forget_quality([1, 2, 3], [4, 5, 6]) == pytest.approx(0.1)
+    assert TM.forget_quality([1, 2, 3], [4, 5, 6]) == pytest.approx(0.1)
 
 
 def test_forget_quality_identical_and_separated():
     x = np.linspace(0.1, 3.0, 40)
-    assert M.forget_quality(x, x) == pytest.approx(1.0)
+    assert TM.forget_quality(x, x) == pytest.approx(1.0)
     # disjoint samples of 50 each: p = 2 / C(100, 50) ~ 2e-29
-    assert M.forget_quality(np.arange(50), np.arange(50) + 100.0) < 1e-20
+    assert TM.forget_quality(np.arange(50), np.arange(50) + 100.0) < 1e-20
 
 
 # --------------------------------------------------------------------------- model utility
@@ -133,29 +135,29 @@ def test_forget_quality_identical_and_separated():
 
 def test_model_utility_hand_and_scipy():
     # 2 / (1/0.5 + 1/1.0) = 2 / 3
-    assert M.model_utility([0.5, 1.0]) == pytest.approx(2 / 3)
-    vals = {k: v for k, v in zip(M.harmonic_utility_keys(), np.linspace(0.2, 0.9, 9))}
-    assert M.model_utility(vals) == pytest.approx(float(scipy.stats.hmean(list(vals.values()))))
+    assert TM.model_utility([0.5, 1.0]) == pytest.approx(2 / 3)
+    vals = {k: v for k, v in zip(TM.harmonic_utility_keys(), np.linspace(0.2, 0.9, 9))}
+    assert TM.model_utility(vals) == pytest.approx(float(scipy.stats.hmean(list(vals.values()))))
 
 
 def test_model_utility_zero_is_zero():
-    assert M.model_utility({"retain/prob": 0.0, "retain/rouge": 0.8}) == 0.0
-    assert M.model_utility([0.3, 0.0, 0.9]) == 0.0
+    assert TM.model_utility({"retain/prob": 0.0, "retain/rouge": 0.8}) == 0.0
+    assert TM.model_utility([0.3, 0.0, 0.9]) == 0.0
 
 
 def test_model_utility_rejects_negative_and_nan_with_name():
     with pytest.raises(ValueError, match="retain/rouge"):
-        M.model_utility({"retain/prob": 0.5, "retain/rouge": -0.1})
+        TM.model_utility({"retain/prob": 0.5, "retain/rouge": -0.1})
     with pytest.raises(ValueError, match="world_facts/prob"):
-        M.model_utility({"world_facts/prob": float("nan"), "retain/rouge": 0.5})
+        TM.model_utility({"world_facts/prob": float("nan"), "retain/rouge": 0.5})
     with pytest.raises(ValueError, match=r"\[1\]"):
-        M.model_utility([0.5, -1.0])
+        TM.model_utility([0.5, -1.0])
     with pytest.raises(ValueError):
-        M.model_utility([])
+        TM.model_utility([])
 
 
 def test_harmonic_utility_keys():
-    keys = M.harmonic_utility_keys()
+    keys = TM.harmonic_utility_keys()
     assert keys == (
         "retain/prob", "retain/rouge", "retain/truth_ratio",
         "real_authors/prob", "real_authors/rouge", "real_authors/truth_ratio",
@@ -216,8 +218,8 @@ def test_rouge_scorer_built_once(monkeypatch):
 @pytest.mark.parametrize(
     "call",
     [
-        lambda: M.normalised_probability([1.0, 2.0], [[1.0, 2.0]]),
-        lambda: M.truth_ratio_stat([1.0], [[1.0, 2.0], [3.0, 4.0]]),
+        lambda: TM.normalised_probability([1.0, 2.0], [[1.0, 2.0]]),
+        lambda: TM.truth_ratio_stat([1.0], [[1.0, 2.0], [3.0, 4.0]]),
         lambda: M.rouge_l_recall(["a", "b"], ["a"]),
     ],
 )
@@ -230,10 +232,10 @@ def test_length_mismatch_raises(call):
     "call",
     [
         lambda: M.probability([]),
-        lambda: M.normalised_probability([], np.zeros((0, 3))),
-        lambda: M.truth_ratio_stat([], []),
-        lambda: M.truth_ratio_score([], "forget"),
-        lambda: M.forget_quality([], [1.0]),
+        lambda: TM.normalised_probability([], np.zeros((0, 3))),
+        lambda: TM.truth_ratio_stat([], []),
+        lambda: TM.truth_ratio_score([], "forget"),
+        lambda: TM.forget_quality([], [1.0]),
         lambda: M.rouge_l_recall([], []),
     ],
 )
@@ -244,10 +246,18 @@ def test_empty_raises(call):
 
 def test_shape_errors():
     with pytest.raises(ValueError, match="n_items, n_perturbed"):
-        M.truth_ratio_stat([1.0, 2.0], [2.0, 3.0])  # perturbed must be 2-D
+        TM.truth_ratio_stat([1.0, 2.0], [2.0, 3.0])  # perturbed must be 2-D
     with pytest.raises(ValueError):
-        M.truth_ratio_stat([1.0, 2.0], [[2.0, 3.0], [4.0]])  # ragged
+        TM.truth_ratio_stat([1.0, 2.0], [[2.0, 3.0], [4.0]])  # ragged
     with pytest.raises(ValueError, match="NaN"):
         M.probability([0.1, float("nan")])
     with pytest.raises(ValueError):
         M.rouge_l_recall("the cat", "the cat")  # bare strings, not sequences of strings
+
+
+def test_core_metrics_hold_no_tofu_formulas():
+    # The core keeps only the generic metrics; TOFU's formulas live in its task folder.
+    for name in ("normalised_probability", "truth_ratio_stat", "truth_ratio_score",
+                 "forget_quality", "model_utility", "harmonic_utility_keys"):
+        assert not hasattr(M, name), name
+        assert callable(getattr(TM, name))

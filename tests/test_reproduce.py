@@ -6,7 +6,7 @@ import csv
 import pytest
 
 from cli_helpers import run_cli
-from conftest import REPO
+from repo_paths import REPO
 
 COMMITTED_TABLES = REPO / "leaderboards" / "tofu"
 COMMITTED_FIGURES = REPO / "reports" / "tofu"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import REAL_TOFU
+from repo_paths import REAL_TOFU
 from soul_bench.errors import UserError
 from soul_bench.registry import load_task
 from soul_bench.task import DataSource

@@ -204,9 +204,12 @@ def columns_named(names: Sequence[str], columns: list[MetricColumn], what: str) 
     return [by_name[n] for n in names]
 
 
-def tradeoff_axes(tradeoff: Sequence[str], columns: list[MetricColumn]) -> tuple[MetricColumn, MetricColumn] | None:
-    """The (x, y) columns of the trade-off scatter. When the default pair is not among the task's
-    metrics, its first two columns (headline first) stand in; None when it has fewer than two."""
+def tradeoff_axes(tradeoff: Sequence[str] | None, columns: list[MetricColumn]) -> tuple[MetricColumn, MetricColumn] | None:
+    """The (x, y) columns of the trade-off scatter. With none given (None), or when the default
+    pair is not among the task's metrics, its first two columns (headline first) stand in; None
+    when it has fewer than two."""
+    if tradeoff is None:
+        return (columns[0], columns[1]) if len(columns) >= 2 else None
     if isinstance(tradeoff, str) or len(tradeoff) != 2:
         raise LeaderboardError(f"tradeoff must name two metrics (x, y), got {tradeoff!r}")
     by_name = {m.name: m for m in columns}

@@ -37,6 +37,8 @@ from soul_bench.evaluate import mia
 from soul_bench.evaluate.likelihood import answer_nll, generate_answers
 from soul_bench.task import DataSource, Task, TaskData, load_sibling, read_json_records
 
+TM = load_sibling(__file__, "metrics")  # TOFU's formulas (truth ratio, forget quality, model utility)
+
 EVAL_SETS = {"forget": "eval_forget", "retain": "eval_retain", "real_authors": "eval_real_authors", "world_facts": "eval_world_facts"}
 HAS_PARAPHRASE = {"forget", "retain"}
 
@@ -201,21 +203,21 @@ class Tofu(Task):
             gt = scores[slots[name]["gt"]]
             pert = scores[np.array(slots[name]["pert"])]
             correct = scores[slots[name]["para"]] if name in HAS_PARAPHRASE else gt
-            stat = M.truth_ratio_stat(correct, pert, mean=options.truth_ratio_mean)
+            stat = TM.truth_ratio_stat(correct, pert, mean=options.truth_ratio_mean)
             texts = generations[cursor : cursor + len(items)]
             cursor += len(items)
             rouge = M.rouge_l_recall(texts, [item["answer"] for item in items])
-            prob = M.probability(gt) if name in HAS_PARAPHRASE else M.normalised_probability(gt, pert)
+            prob = M.probability(gt) if name in HAS_PARAPHRASE else TM.normalised_probability(gt, pert)
             results[f"{name}/prob"] = float(np.mean(prob))
             results[f"{name}/rouge"] = float(np.mean(rouge))
-            results[f"{name}/truth_ratio"] = M.truth_ratio_score(stat, name)
+            results[f"{name}/truth_ratio"] = TM.truth_ratio_score(stat, name)
             results[f"{name}/avg_gt_loss"] = float(np.mean(gt))
             per_item[name] = {  # the per-item values TOFU's eval logs keep, by item index
                 "avg_gt_loss": gt.tolist(), "avg_paraphrased_loss": correct.tolist() if name in HAS_PARAPHRASE else None,
                 "average_perturb_loss": pert.tolist(), "truth_ratio_stat": stat.tolist(),
                 "rougeL_recall": rouge.tolist(), "generated_text": texts,
             }
-        results["model_utility"] = M.model_utility({key: results[key] for key in M.harmonic_utility_keys()})
+        results["model_utility"] = TM.model_utility({key: results[key] for key in TM.harmonic_utility_keys()})
         clock = time.perf_counter()
         mia_metrics, per_item["mia"] = self._mia_probes(model, tokenizer, fmt, data, eval_sets["forget"], holdout,
                                                         likelihood, slots["forget"]["gt"], holdout_slots)
@@ -260,7 +262,7 @@ class Tofu(Task):
         Also records the reference attack's scores / ROC and the retain AUC used by PrivLeak in
         ``per_item["mia"]`` (the runner writes the record after calling this)."""
         out = {"forget_quality": None if reference is None else
-               M.forget_quality(per_item["forget"]["truth_ratio_stat"], reference["forget"]["truth_ratio_stat"])}
+               TM.forget_quality(per_item["forget"]["truth_ratio_stat"], reference["forget"]["truth_ratio_stat"])}
         out.update(mia.reference_probes(per_item.get("mia"), (reference or {}).get("mia")))
         return out
 

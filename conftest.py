@@ -1,10 +1,8 @@
+"""Fixtures for every test of the repository (tests/ and the task folders' own tests/)."""
+
 import os
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-REAL_TOFU = REPO.parent / "shared" / "data" / "tofu"
 
 
 @pytest.fixture(scope="session", autouse=True)
