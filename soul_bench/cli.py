@@ -47,6 +47,7 @@ def run(
     harness_tasks: Optional[str] = typer.Option(None, help="comma-separated lm-eval tasks for utility ('' = none); default: the task card's"),
     harness_limit: Optional[int] = typer.Option(None, help="documents per lm-eval task (quick runs)"),
     tasks_dir: Optional[list[str]] = typer.Option(None, help=TASKS_DIR_HELP),
+    shard: Optional[str] = typer.Option(None, help="I/N: run every N-th cell from the I-th (0-based; e.g. a Slurm array), merge the folders with `report`"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
 ):
     """Unlearn with every (method × optimiser × seed) cell, evaluate, write the leaderboard."""
@@ -57,7 +58,7 @@ def run(
                      model=model, retain_model=retain_model, data=data, preset=preset, out=out, device=device,
                      lr=lr, steps=steps, epochs=epochs, batch_size=batch_size, limit=limit, prompt_template=prompt_template,
                      tasks_dirs=tasks_dir or None, show_progress=False if no_progress else None,
-                     harness_tasks=split_csv(harness_tasks), harness_limit=harness_limit)
+                     harness_tasks=split_csv(harness_tasks), harness_limit=harness_limit, shard=shard)
     spec = build_spec(config, overrides)
     for target, name, key, value in _parse_hparams(hparam or []):
         getattr(spec, target).setdefault(name, {})[key] = value

@@ -61,3 +61,31 @@ def environment() -> dict:
             "torch": torch.__version__, "transformers": transformers.__version__, "platform": platform.platform(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+LOCK_NAME = ".soul-bench.lock"
+
+
+def lock_run_folder(out_dir: Path):
+    """Hold an exclusive lock on ``out_dir`` for this process's lifetime (returns the open lock
+    file; closing it, or the process ending in any way — SIGKILL included — releases it), so two
+    sweeps never write the same records at once. Raises RuntimeError naming the holder's pid."""
+    path = Path(out_dir) / LOCK_NAME
+    handle = open(path, "a+")
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks, run unguarded
+        return handle
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise RuntimeError(f"another soul-bench run (pid {holder}) is writing '{out_dir}'; wait for it to end "
+                           "or give another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle

@@ -25,7 +25,7 @@ from soul_bench.models import content_hash, load_model, quiet_transformers, reso
 from soul_bench.prepare import embedded_preset, prepare_embedded
 from soul_bench.report.build import build_report
 from soul_bench.report.leaderboard import leaderboard_rows, summary_table
-from soul_bench.results import environment, finished_record, record_path, write_json_atomic
+from soul_bench.results import environment, finished_record, lock_run_folder, record_path, write_json_atomic
 from soul_bench.spec import SweepSpec
 from soul_bench.task import DataSource, Task
 
@@ -68,6 +68,16 @@ def cell_settings(task: Task, spec: SweepSpec, method: str, optimizer: str, seed
     return loop, method_hp, optimizer_hp
 
 
+def check_model_path(flag: str, path: str | None) -> None:
+    """A local path given as a model must be a folder written by ``save_pretrained`` (a hub id,
+    which does not exist locally, is left to the loader)."""
+    if path is None or not Path(path).exists():
+        return
+    if not Path(path).is_dir() or not (Path(path) / "config.json").is_file():
+        raise UserError(f"{flag} '{path}' is not a model folder (no config.json); give a Hugging Face model id "
+                        "or a folder written by save_pretrained")
+
+
 class Runner:
     def __init__(self, spec: SweepSpec, console: Console | None = None):
         self.spec = spec
@@ -96,6 +106,8 @@ class Runner:
         self.check_methods_fit_shape()
         self.device = resolve_device(spec.device)
         self.fmt = self.task.prompt_format(spec.prompt_template)
+        for flag, path in (("--model", spec.model), ("--retain-model", spec.retain_model)):
+            check_model_path(flag, path)
         self.out = Path(spec.out)
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out '{self.out}' is an existing file; give a folder (new, or one of an earlier run to resume)")
@@ -109,6 +121,7 @@ class Runner:
         self.data = self.task.load_data(source, spec.forget_split, spec.limit, (recipe or {}).get("generator", {}))
         for note in self.data.notes:
             self.console.print(f"[yellow]note:[/] {note}")
+        self.check_harness_tasks()  # an unknown lm-eval name fails now, not after the baselines
         self.recipe = recipe
         baselines = self.task.card.spec.baselines
         if recipe is not None:
@@ -172,6 +185,16 @@ class Runner:
         by_source = self.task.card.section("harness").get("tasks_by_source", {})
         return list(by_source.get(self.data.source.split(":")[0], []))
 
+    def harness_include_dirs(self) -> list[Path]:
+        return [self.task.card.folder / folder for folder in self.task.card.section("harness").get("include", [])]
+
+    def check_harness_tasks(self) -> None:
+        tasks = self.harness_tasks()
+        if tasks:
+            from soul_bench.evaluate.harness import check_task_names
+
+            check_task_names(tasks, self.harness_include_dirs())
+
     def run_harness(self, model, tokenizer) -> tuple[dict, dict]:
         """lm-eval utility tasks on the in-memory model → ``harness/<task>/<metric>``."""
         tasks = self.harness_tasks()
@@ -180,8 +203,7 @@ class Runner:
         from soul_bench.evaluate.harness import run_harness
 
         options = self.task.card.section("harness")
-        include = [self.task.card.folder / folder for folder in options.get("include", [])]
-        return run_harness(model, tokenizer, tasks, include_dirs=include, batch_size=options.get("batch_size", 16),
+        return run_harness(model, tokenizer, tasks, include_dirs=self.harness_include_dirs(), batch_size=options.get("batch_size", 16),
                            limit=self.spec.harness_limit or options.get("limit"), offline=self.data.source != "hub")
 
     def evaluate_into(self, record: dict, model, tokenizer, reference, own_reference: bool = False) -> dict:
@@ -276,14 +298,21 @@ class Runner:
         fresh = not self.out.exists()
         (self.out / "records").mkdir(parents=True, exist_ok=True)
         try:
+            self.lock = lock_run_folder(self.out)
+        except RuntimeError as exc:
+            raise UserError(str(exc)) from exc
+        try:
             return self._sweep()
         except UserError:
-            # bad input found late (e.g. an lm-eval task name): leave nothing half written
+            # bad input found late: leave nothing half written
             if fresh and not any((self.out / "records").iterdir()):
                 import shutil
 
+                self.lock.close()
                 shutil.rmtree(self.out)
             raise
+        finally:
+            self.lock.close()  # (the OS releases it on any exit too; this is for runs inside one process)
 
     def _sweep(self) -> Path:
         spec = self.spec
@@ -300,6 +329,10 @@ class Runner:
         if self.recipe is not None:
             self.task.check_models({kind: record["metrics"] for kind, record in evaluated.items()}, self.recipe["checks"])
         cells = [(m, o, s) for s in spec.seeds for m in spec.methods for o in spec.optimizers]
+        if spec.shard is not None:  # every N-th cell from the I-th; the baselines run in every shard
+            index, count = spec.shard_parts
+            cells = cells[index::count]
+            self.console.print(f"shard {index}/{count}: {len(cells)} cell(s) of this sweep")
         for i, (method, optimizer, seed) in enumerate(cells, 1):
             self.console.print(f"[bold]cell {i}/{len(cells)}[/]: {method} × {optimizer}, seed {seed}")
             record = self.run_cell(method, optimizer, seed, reference_items)

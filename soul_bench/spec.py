@@ -41,6 +41,22 @@ class SweepSpec(BaseModel):
     harness_tasks: list[str] | None = None  # lm-eval tasks; None = the card's choice for the data source
     harness_limit: int | None = Field(default=None, ge=1)
     show_progress: bool = True
+    shard: str | None = None            # "I/N": run every N-th cell from the I-th (0 <= I < N); merge with `report`
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        index, sep, count = value.partition("/")
+        if not (sep and index.strip().isdigit() and count.strip().isdigit() and 0 <= int(index) < int(count)):
+            raise ValueError(f"must be I/N with 0 <= I < N (e.g. 0/4 … 3/4), got {value!r}")
+        return f"{int(index)}/{int(count)}"
+
+    @property
+    def shard_parts(self) -> tuple[int, int]:
+        index, count = self.shard.split("/")
+        return int(index), int(count)
 
     @field_validator("methods", "optimizers")
     @classmethod

@@ -74,3 +74,79 @@ def test_out_naming_an_existing_file_is_refused_and_left_alone(tmp_path, capsys)
     code, _, err = run_cli([*BASE, "--out", out], capsys)
     _assert_one_line_error(code, err, "is an existing file")
     assert out.read_text() == "keep me"
+
+
+def _model_folder_without_weights(tmp_path):
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("weights are elsewhere")
+    return folder
+
+
+def _tofu_folder_missing_retain(tmp_path):
+    from tasks_fixtures import write_minimal_tofu
+
+    folder = tmp_path / "tofu-data"
+    folder.mkdir()
+    write_minimal_tofu(folder)
+    (folder / "retain90.json").unlink()
+    return folder
+
+
+def _tofu_folder_with_bad_json(tmp_path):
+    from tasks_fixtures import write_minimal_tofu
+
+    folder = tmp_path / "tofu-data"
+    folder.mkdir()
+    write_minimal_tofu(folder)
+    (folder / "forget10.json").write_text('[{"question": "q?", "answer": ')
+    return folder
+
+
+# (name, flags built from tmp_path, expected text): the model, data and harness inputs
+INPUT_CASES = [
+    ("model folder without a model", lambda t: ["--model", _model_folder_without_weights(t)], "is not a model folder"),
+    ("retain model folder without a model", lambda t: ["--retain-model", _model_folder_without_weights(t)],
+     "is not a model folder"),
+    ("model path that is a file", lambda t: ["--model", (t / "w.bin").write_text("x") and t / "w.bin"], "is not a model folder"),
+    ("data folder that does not exist", lambda t: ["--data", t / "nowhere"], "does not exist"),
+    ("data folder missing a TOFU set", lambda t: ["--data", _tofu_folder_missing_retain(t)], "lacks 'retain90'"),
+    ("data folder with malformed JSON", lambda t: ["--data", _tofu_folder_with_bad_json(t)], "malformed JSON"),
+    ("unknown lm-eval task", lambda t: ["--harness-tasks", "tofu_mcq"], "unknown lm-eval task 'tofu_mcq'"),
+    ("unknown task", lambda t: ["--task", "tofoo"], "unknown task 'tofoo'; valid:"),
+    ("method that needs questions on a raw-text task", lambda t: ["--task", "wmdp", "--methods", "dpo"],
+     "method 'dpo' needs qa examples"),
+    ("unknown forget split", lambda t: ["--forget-split", "forget50"], "unknown forget split 'forget50'"),
+]
+
+
+@pytest.mark.parametrize("name, flags, expected", INPUT_CASES, ids=[c[0] for c in INPUT_CASES])
+def test_bad_model_data_or_harness_input_is_one_line_before_any_work(tmp_path, capsys, name, flags, expected):
+    out = tmp_path / "out"
+    code, _, err = run_cli([*BASE, "--out", out, *flags(tmp_path)], capsys)
+    _assert_one_line_error(code, err, expected)
+    assert not out.exists()
+
+
+REPORT_CASES = [
+    ("folder without records", lambda t: [t], "has no records/ folder"),
+    ("corrupt record", lambda t: [_run_with_record(t, "{not json")], "not a valid JSON record"),
+    ("record of an unsupported schema", lambda t: [_run_with_record(t, '{"schema": 99, "task": "tofu"}')],
+     "record schema 99 is not supported"),
+    ("unknown --task", lambda t: [_run_with_record(t, '{"schema": 1, "task": "tofu"}'), "--task", "nope"], "unknown task 'nope'"),
+]
+
+
+def _run_with_record(tmp_path, text):
+    run = tmp_path / "run"
+    (run / "records").mkdir(parents=True)
+    (run / "records" / "cell.json").write_text(text)
+    return run
+
+
+@pytest.mark.parametrize("name, args, expected", REPORT_CASES, ids=[c[0] for c in REPORT_CASES])
+def test_bad_report_input_is_one_line_and_writes_nothing(tmp_path, capsys, name, args, expected):
+    out = tmp_path / "report"
+    code, _, err = run_cli(["report", *args(tmp_path), "--out", out], capsys)
+    _assert_one_line_error(code, err, expected)
+    assert not out.exists()

@@ -126,6 +126,17 @@ def run_harness(model, tokenizer, tasks: list[str | dict], include_dirs: list[Pa
     return metrics, details
 
 
+def check_task_names(tasks: list[str | dict], include_dirs: list[Path] | None = None) -> None:
+    """Raise :class:`UserError` (one line, with close matches) if a task name is unknown to
+    lm-eval — before any model is evaluated. Local names are checked against ``include_dirs``
+    alone (fast); lm-eval's index of built-in tasks is built only when a name is not local."""
+    specs = _normalise_specs(tasks)
+    dirs = _check_dirs(include_dirs)
+    with _quiet(True):
+        _import_lm_eval()
+        _pick_manager(specs, [_mirror(d) for d in dirs], None)
+
+
 def local_tasks(include_dirs: list[Path]) -> list[str]:
     """Names (tasks, groups, tags) that lm-eval finds in ``include_dirs``."""
     dirs = _check_dirs(include_dirs)
