@@ -251,14 +251,19 @@ def validation_message(path: Path | str, exc: ValidationError, model: type[BaseM
     return f"task card {path}: '{where}': {message}"
 
 
-def read_card(path: Path) -> dict:
+def read_yaml_mapping(path: Path | str, what: str, contents: str = "a mapping") -> dict:
+    """A YAML file that must hold a mapping (a task card, a run config): one clear line otherwise."""
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as exc:
-        raise UserError(f"task card {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        raise UserError(f"{what} '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(raw, dict):
-        raise UserError(f"task card {path} must be a mapping")
+        raise UserError(f"{what} '{path}' must be {contents}")
     return raw
+
+
+def read_card(path: Path) -> dict:
+    return read_yaml_mapping(path, "task card")
 
 
 def parse_card(raw: dict, path: Path | str) -> CardSpec:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from soul_bench.card import read_yaml_mapping
 from soul_bench.errors import UserError
 
 
@@ -77,12 +77,7 @@ def build_spec(config_file: Path | None, overrides: dict[str, Any]) -> SweepSpec
     if config_file is not None:
         if not Path(config_file).is_file():
             raise UserError(f"config file '{config_file}' does not exist")
-        try:
-            values = yaml.safe_load(Path(config_file).read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UserError(f"config file '{config_file}' is not valid YAML: {str(exc).splitlines()[0]}") from exc
-        if not isinstance(values, dict):
-            raise UserError(f"config file '{config_file}' must be a mapping of run settings")
+        values = read_yaml_mapping(config_file, "config file", "a mapping of run settings")
     unlearning = dict(values.get("unlearning") or {})
     for key in ("steps", "epochs", "batch_size"):
         if overrides.get(key) is not None:
