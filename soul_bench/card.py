@@ -10,7 +10,7 @@ itself (``Task.section_models``). ``docs/task-card.md`` is the reference card.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
@@ -51,19 +51,34 @@ class MetricSpec(Strict):
         return "↑" if self.direction == "higher" else "↓"
 
 
-class Requirement(Strict):
-    """A constraint of the ranking, e.g. general accuracy ≥ 0.95 × the target's."""
+class Bounded(Strict):
+    """A metric and one bound on it: ``at_least`` or ``at_most``."""
 
+    kind: ClassVar[str] = "bound"  # what the error message calls it
     metric: str
     at_least: float | None = None
     at_most: float | None = None
-    relative_to: Literal["target"] | None = None
 
     @model_validator(mode="after")
     def _one_bound(self):
         if (self.at_least is None) == (self.at_most is None):
-            raise ValueError(f"requirement on '{self.metric}' needs exactly one of at_least / at_most")
+            raise ValueError(f"{self.kind} on '{self.metric}' needs exactly one of at_least / at_most")
         return self
+
+    def violated(self, value: float) -> str | None:
+        """None when ``value`` meets the bound, else the bound it misses (e.g. '< 0.9')."""
+        if self.at_least is not None and value < self.at_least:
+            return f"< {self.at_least}"
+        if self.at_most is not None and value > self.at_most:
+            return f"> {self.at_most}"
+        return None
+
+
+class Requirement(Bounded):
+    """A constraint of the ranking, e.g. general accuracy ≥ 0.95 × the target's."""
+
+    kind: ClassVar[str] = "requirement"
+    relative_to: Literal["target"] | None = None
 
 
 class Ranking(Strict):
@@ -116,22 +131,14 @@ class BaselineSpec(Strict):
     flag: Literal["model", "retain_model"] | None = None
 
 
-class CheckSpec(Strict):
+class CheckSpec(Bounded):
     """A fitness check on the prepared embedded models, run before any unlearning: the value of
     ``metric`` for ``model`` (minus its value for ``minus``, when given) must meet the bound."""
 
-    metric: str
+    kind: ClassVar[str] = "check"
     model: str = "target"
     minus: str | None = None
-    at_least: float | None = None
-    at_most: float | None = None
     why: str = ""
-
-    @model_validator(mode="after")
-    def _one_bound(self):
-        if (self.at_least is None) == (self.at_most is None):
-            raise ValueError(f"check on '{self.metric}' needs exactly one of at_least / at_most")
-        return self
 
 
 class StageSpec(Strict):
@@ -234,14 +241,12 @@ class CardSpec(Strict):
         return Ranking(by=[m.name for m in self.metrics if m.headline])
 
 
-def _where(error: dict) -> str:
-    return ".".join(str(part) for part in error["loc"]) or "(top level)"
-
-
-def validation_message(path: Path | str, exc: ValidationError, model: type[BaseModel] | None = None) -> str:
-    """One line: the file, the key, what is wrong (and, for an unknown key, what is valid)."""
+def validation_message(path: Path | str, exc: ValidationError, model: type[BaseModel] | None = None,
+                       section: str | None = None) -> str:
+    """One line: the file, the key (under ``section`` when the model types one section of the
+    card), what is wrong (and, for an unknown key of ``model`` itself, its valid keys)."""
     error = exc.errors()[0]
-    where = _where(error)
+    where = ".".join([*([section] if section else []), *(str(part) for part in error["loc"])]) or "(top level)"
     if error["type"] == "extra_forbidden":
         valid = ""
         if model is not None and len(error["loc"]) == 1:
@@ -278,15 +283,7 @@ def parse_section(raw: Any, model: type[BaseModel], path: Path | str, section: s
     try:
         return model(**(raw or {}))
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join([section, *(str(p) for p in error["loc"])])
-        if error["type"] == "extra_forbidden":
-            return _raise(f"task card {path}: unknown key '{where}'; valid keys: {', '.join(model.model_fields)}", exc)
-        return _raise(f"task card {path}: '{where}': {error['msg'].removeprefix('Value error, ')}", exc)
-
-
-def _raise(message: str, exc: Exception):
-    raise UserError(message) from exc
+        raise UserError(validation_message(path, exc, model, section)) from exc
 
 
 if __name__ == "__main__":  # python -m soul_bench.card > docs/task-card.schema.json

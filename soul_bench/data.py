@@ -107,15 +107,19 @@ def encode_prompt(tokenizer, fmt: PromptFormat, question: str) -> list[int]:
     return _prompt_ids(tokenizer, fmt, fmt.prompt(tokenizer, question))
 
 
-def encode_qa(tokenizer, fmt: PromptFormat, question: str, answer: str, max_length: int | None = None):
-    """Return (input_ids, labels): ``prompt + answer_prefix + answer`` tokenised once, EOS
-    appended; the prompt is masked, the ids after it (answer + EOS) are labelled. Both are
-    cut to ``max_length`` when given."""
-    input_ids, start = _encode_full(tokenizer, fmt, question, answer)
+def _labelled(input_ids: list[int], start: int, max_length: int | None) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) with the ids before ``start`` masked, both cut to ``max_length``."""
     labels = [IGNORE_INDEX] * start + input_ids[start:]
     if max_length is not None and len(input_ids) > max_length:
         input_ids, labels = input_ids[:max_length], labels[:max_length]
     return input_ids, labels
+
+
+def encode_qa(tokenizer, fmt: PromptFormat, question: str, answer: str, max_length: int | None = None):
+    """Return (input_ids, labels): ``prompt + answer_prefix + answer`` tokenised once, EOS
+    appended; the prompt is masked, the ids after it (answer + EOS) are labelled. Both are
+    cut to ``max_length`` when given."""
+    return _labelled(*_encode_full(tokenizer, fmt, question, answer), max_length)
 
 
 def answer_length(tokenizer, fmt: PromptFormat, question: str, answer: str) -> int:
@@ -136,11 +140,7 @@ def encode_completion(tokenizer, prefix: str, continuation: str, max_length: int
     """(input_ids, labels) of ``prefix + continuation`` as plain text (BOS first when the
     tokenizer has one, EOS appended); labels on the continuation + EOS, the border found on
     token ids as for QA (a continuation that starts mid-word keeps its merged token scored)."""
-    input_ids, start = _encode_border(tokenizer, PLAIN_TEXT, prefix, continuation)
-    labels = [IGNORE_INDEX] * start + input_ids[start:]
-    if max_length is not None and len(input_ids) > max_length:
-        input_ids, labels = input_ids[:max_length], labels[:max_length]
-    return input_ids, labels
+    return _labelled(*_encode_border(tokenizer, PLAIN_TEXT, prefix, continuation), max_length)
 
 
 def encode_text(tokenizer, text: str, max_length: int | None = None) -> list[tuple[list[int], list[int]]]:
@@ -170,15 +170,12 @@ def encode_rows(tokenizer, fmt: PromptFormat, rows, shape: str = "qa", max_lengt
     """Encode a data set of the given shape (``qa``: question / ``answer_key``; ``completion``:
     prefix / continuation; ``text``: text, one or more windows per row)."""
     if shape == "qa":
-        return [encode_qa(tokenizer, fmt, row["question"], row[answer_key], max_length) for row in rows]
+        return encode_examples(tokenizer, fmt, rows, answer_key, max_length)
     if shape == "completion":
         return [encode_completion(tokenizer, row["prefix"], row["continuation"], max_length) for row in rows]
     if shape == "text":
         return [window for row in rows for window in encode_text(tokenizer, row["text"], max_length)]
     raise ValueError(f"unknown example shape '{shape}'; valid: qa, completion, text")
-
-
-SHAPE_FIELDS = {"qa": ("question", "answer"), "completion": ("prefix", "continuation"), "text": ("text",)}
 
 
 def collate(encoded, pad_id: int) -> dict[str, torch.Tensor]:

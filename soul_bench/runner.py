@@ -84,15 +84,15 @@ class Runner:
         quiet_transformers()
         self.console = console or Console()
         self.task = registry.load_task(spec.task, spec.tasks_dirs)
-        registry.check_names("method", spec.methods, registry.methods())
+        self.methods = registry.methods()  # built-ins + entry-point plugins, looked up once
+        registry.check_names("method", spec.methods, self.methods)
         registry.check_names("optimizer", spec.optimizers, registry.optimizers())
-        known_methods = registry.methods()
         for where, sections in (("task card", self.task.card.section("optimizers")), ("config", spec.optimizer_hparams)):
             for name, values in sections.items():
-                unknown = sorted(set((values or {}).get(PER_METHOD) or {}) - set(known_methods))
+                unknown = sorted(set((values or {}).get(PER_METHOD) or {}) - set(self.methods))
                 if unknown:
                     raise UserError(f"{where}: optimizers.{name}.{PER_METHOD} names unknown method '{unknown[0]}'; "
-                                    f"valid: {', '.join(sorted(known_methods))}")
+                                    f"valid: {', '.join(sorted(self.methods))}")
         self.one_shot: dict[str, bool] = {}  # optimiser → is a one-shot updater (IU), learnt while validating
         for method in spec.methods:  # fail on bad hyper-parameters before any work
             for optimizer in spec.optimizers:
@@ -140,9 +140,9 @@ class Runner:
         """Refuse, in one line, a method that cannot work on the task's example shape (e.g. IDK
         needs questions to refuse; a raw-text task has none) — from the card alone, before any work."""
         shape = self.task.card.spec.examples.shape_of("forget")
-        fitting = sorted(name for name, cls in registry.methods().items() if shape in cls.shapes)
+        fitting = sorted(name for name, cls in self.methods.items() if shape in cls.shapes)
         for name in self.spec.methods:
-            method = registry.methods()[name]
+            method = self.methods[name]
             if shape not in method.shapes:
                 raise UserError(f"method '{name}' needs {' or '.join(method.shapes)} examples; task '{self.task.name}' "
                                 f"unlearns {shape} examples (methods that fit: {', '.join(fitting)})")
@@ -151,7 +151,7 @@ class Runner:
         """Refuse, in one line, a method whose data this task's data cannot give (before any unlearning)."""
         one_shot = any(self.one_shot.values())
         for name in self.spec.methods:
-            method = registry.methods()[name]
+            method = self.methods[name]
             if (method.needs_retain or one_shot) and not self.data.sets.get("retain"):
                 raise UserError(f"method '{name}' needs a retain set and task '{self.task.name}' has none in {self.data.source}")
 

@@ -157,10 +157,9 @@ class Task:
                 raise ModelCheckError(f"model check: metric '{check.metric}' is missing for the {check.model} model")
             value -= subtract
             what = f"{check.metric} of the {check.model} model" + (f" minus the {check.minus} model's" if check.minus else "")
-            if check.at_least is not None and value < check.at_least:
-                raise ModelCheckError(f"{what} is {value:.3f} < {check.at_least}: {check.why}".rstrip(": "))
-            if check.at_most is not None and value > check.at_most:
-                raise ModelCheckError(f"{what} is {value:.3f} > {check.at_most}: {check.why}".rstrip(": "))
+            missed = check.violated(value)
+            if missed:
+                raise ModelCheckError(f"{what} is {value:.3f} {missed}: {check.why}".rstrip(": "))
 
 
 def read_json_records(path: Path) -> list[dict]:
