@@ -261,3 +261,14 @@ def test_core_metrics_hold_no_tofu_formulas():
                  "forget_quality", "model_utility", "harmonic_utility_keys"):
         assert not hasattr(M, name), name
         assert callable(getattr(TM, name))
+
+
+def test_corpus_perplexity_weighs_every_token_the_same():
+    from soul_bench.evaluate.metrics import corpus_perplexity
+
+    # two windows: 2 nats over 1 token, 4 nats over 3 tokens → exp(6 / 4), by hand 4.481689
+    assert corpus_perplexity([2.0, 4.0], [1, 3]) == pytest.approx(4.4816890703, rel=1e-9)
+    # not the mean of the windows' perplexities, (e^2 + e^(4/3)) / 2 = 5.5889
+    assert abs(corpus_perplexity([2.0, 4.0], [1, 3]) - (math.exp(2) + math.exp(4 / 3)) / 2) > 1.0
+    with pytest.raises(ValueError, match="no scored token"):
+        corpus_perplexity([0.0], [0])

@@ -24,6 +24,7 @@ import numpy as np
 __all__ = [
     "as_1d_array",
     "probability",
+    "corpus_perplexity",
     "rouge_l_recall",
 ]
 
@@ -70,6 +71,22 @@ def probability(avg_nll) -> np.ndarray:
     """
     nll = as_1d_array(avg_nll, "avg_nll")
     return np.exp(-nll)
+
+
+def corpus_perplexity(sum_nll, n_tokens) -> float:
+    """Perplexity of a corpus scored in pieces (e.g. windows of documents):
+    ``exp(Σ_i sum_nll_i / Σ_i n_tokens_i)`` — every token weighs the same, as if the corpus were
+    one sequence; not the mean of the pieces' perplexities, which short pieces would dominate.
+
+    Args:
+        sum_nll: shape (n,), NLL summed over each piece's scored tokens.
+        n_tokens: shape (n,), each piece's number of scored tokens (> 0 in total).
+    """
+    total = as_1d_array(sum_nll, "sum_nll").sum()
+    tokens = as_1d_array(n_tokens, "n_tokens").sum()
+    if tokens <= 0:
+        raise ValueError("n_tokens: no scored token")
+    return float(np.exp(total / tokens))
 
 
 # --------------------------------------------------------------------------- ROUGE

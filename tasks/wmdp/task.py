@@ -21,7 +21,6 @@ averages them into ``hazard/acc`` and ``general/acc``.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from soul_bench.data import IGNORE_INDEX, encode_rows
 from soul_bench.errors import UserError
 from soul_bench.evaluate import mia
 from soul_bench.evaluate.likelihood import encoded_nll
+from soul_bench.evaluate.metrics import corpus_perplexity
 from soul_bench.task import DataSource, Task, TaskData, load_sibling, read_json_records
 
 GROUPS = ("forget", "retain", "holdout")
@@ -141,9 +141,7 @@ class Wmdp(Task):
 
         results, per_item = {}, {}
         for group, group_slots in slots.items():
-            total, tokens = likelihood["sum_nll"][group_slots], likelihood["n_tokens"][group_slots]
-            # token-weighted: the perplexity of the corpus, not a mean of window perplexities
-            results[f"{group}/ppl"] = float(math.exp(total.sum() / max(tokens.sum(), 1)))
+            results[f"{group}/ppl"] = corpus_perplexity(likelihood["sum_nll"][group_slots], likelihood["n_tokens"][group_slots])
             results[f"{group}/avg_nll"] = float(np.mean(likelihood["avg_nll"][group_slots]))
             per_item[group] = {"avg_nll": likelihood["avg_nll"][group_slots].tolist()}
 
