@@ -16,7 +16,7 @@ import torch
 from rich.console import Console
 
 from soul_bench import registry
-from soul_bench.data import encode_examples, encode_rows
+from soul_bench.data import encode_rows
 from soul_bench.engine.loop import LoopSettings, run_loop, run_one_shot
 from soul_bench.engine.refusals import with_refusals
 from soul_bench.engine.optimizers import build_optimizer, optimizer_defaults, weight_decay_groups
@@ -160,6 +160,14 @@ class Runner:
         examples = self.task.card.spec.examples
         return encode_rows(tokenizer, self.fmt, self.data[set_name], examples.shape_of(set_name), examples.max_length)
 
+    def encode_refusals(self, tokenizer, seed: int):
+        """The forget set with refusals in place of its answers (QA) or continuations (completions)."""
+        examples = self.task.card.spec.examples
+        shape = examples.shape_of("forget")
+        field, lead = ("answer", "") if shape == "qa" else ("continuation", " ")
+        rows = with_refusals(self.data["forget"], seed, field, lead)
+        return encode_rows(tokenizer, self.fmt, rows, shape, examples.max_length)
+
     def load(self, path: str):
         model, tokenizer = load_model(path, self.device)
         model.eval()
@@ -270,7 +278,7 @@ class Runner:
         forget = self.encode(tokenizer, "forget")
         # IU's Hessian is of the retain loss, so it needs retain data whatever the method
         retain = self.encode(tokenizer, "retain") if method.needs_retain or one_shot else None
-        refusal = encode_examples(tokenizer, self.fmt, with_refusals(self.data["forget"], seed)) if method.needs_refusal else None
+        refusal = self.encode_refusals(tokenizer, seed) if method.needs_refusal else None
         if "weight_decay" in optimizer_defaults(optimizer_name):
             params = weight_decay_groups(model, decay_biases_and_norms=loop.decay_biases_and_norms)
         else:  # no weight decay to exempt anything from (IU, plugin optimisers without the hyper-parameter)

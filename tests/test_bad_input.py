@@ -115,7 +115,7 @@ INPUT_CASES = [
     ("unknown lm-eval task", lambda t: ["--harness-tasks", "tofu_mcq"], "unknown lm-eval task 'tofu_mcq'"),
     ("unknown task", lambda t: ["--task", "tofoo"], "unknown task 'tofoo'; valid:"),
     ("method that needs questions on a raw-text task", lambda t: ["--task", "wmdp", "--methods", "dpo"],
-     "method 'dpo' needs qa examples"),
+     "method 'dpo' needs qa or completion examples"),
     ("unknown forget split", lambda t: ["--forget-split", "forget50"], "unknown forget split 'forget50'"),
 ]
 

@@ -165,6 +165,32 @@ def test_harmonic_utility_keys():
     )
 
 
+# --------------------------------------------------------------------------- BLEU
+
+
+def test_sentence_bleu_by_hand():
+    # reference "the cat sat on the mat" (6 tokens), prediction "the cat sat on a mat" (6):
+    # n-gram precisions 5/6, 3/5, 2/4, 1/3, brevity penalty 1 -> 100 * (5/6 * 3/5 * 2/4 * 1/3) ** (1/4)
+    by_hand = 100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25
+    out = M.sentence_bleu(["the cat sat on a mat", "the cat sat on the mat", ""], ["the cat sat on the mat"] * 3)
+    np.testing.assert_allclose(out, [by_hand, 100.0, 0.0], atol=1e-9)
+    # a short prediction is cut by the brevity penalty: "the cat sat on" (4 of 6 tokens), all n-grams
+    # match (4/4, 3/3, 2/2, 1/1) -> BP = exp(1 - 6/4)
+    assert M.sentence_bleu(["the cat sat on"], ["the cat sat on the mat"])[0] == pytest.approx(100 * math.exp(1 - 6 / 4))
+
+
+def test_sentence_bleu_is_sacrebleu_one_segment_corpus_as_soul_scores_it():
+    import sacrebleu
+
+    pairs = [("he went to the old mill by the river", "she went to the mill by the river at dawn"),
+             ("a b", "a b c d e")]
+    out = M.sentence_bleu([p for p, _ in pairs], [r for _, r in pairs])
+    for value, (pred, ref) in zip(out, pairs):
+        assert value == pytest.approx(sacrebleu.corpus_bleu([pred], [[ref]]).score)
+    with pytest.raises(ValueError, match="length mismatch"):
+        M.sentence_bleu(["a"], ["a", "b"])
+
+
 # --------------------------------------------------------------------------- ROUGE-L recall
 
 

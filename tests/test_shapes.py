@@ -120,22 +120,28 @@ def write_plugin(root, name, shape, rows, fields):
     return root
 
 
-@pytest.mark.parametrize("name, shape, rows, fields", [
-    ("ledger", "text", TEXT_ROWS, "text"),
-    ("codes", "completion", COMPLETION_ROWS, "prefix, continuation"),
+@pytest.mark.parametrize("name, shape, rows, fields, methods", [
+    ("ledger", "text", TEXT_ROWS, "text", "ga,npo"),
+    # PO (idk) refuses a completion: its continuation becomes a refusal
+    ("codes", "completion", COMPLETION_ROWS, "prefix, continuation", "ga,npo,idk"),
 ])
-def test_out_of_tree_task_of_another_shape_runs_end_to_end(tmp_path, capsys, name, shape, rows, fields):
+def test_out_of_tree_task_of_another_shape_runs_end_to_end(tmp_path, capsys, name, shape, rows, fields, methods):
     plugins = write_plugin(tmp_path / "plugins", name, shape, rows, fields)
     out = tmp_path / "out"
-    code, _, err = run_cli(["run", "--task", name, "--tasks-dir", plugins, "--methods", "ga,npo", "--optimizers", "adamw",
+    code, _, err = run_cli(["run", "--task", name, "--tasks-dir", plugins, "--methods", methods, "--optimizers", "adamw",
                             "--lr", "1e-2", "--out", out, "--no-progress"], capsys)
     assert code == 0, err
     records = [json.loads(p.read_text()) for p in (out / "records").glob("*.json")]
     assert {r["kind"] for r in records} == {"target", "unlearned"}  # this task declares no retain model
     target = next(r for r in records if r["kind"] == "target")
-    for record in (r for r in records if r["kind"] == "unlearned"):
+    unlearned = [r for r in records if r["kind"] == "unlearned"]
+    assert sorted(r["method"] for r in unlearned) == sorted(methods.split(","))
+    for record in unlearned:
         assert record["status"] == "ok"
-        assert record["metrics"]["forget/nll"] > target["metrics"]["forget/nll"]  # unlearning moved the forget NLL up
+        if record["method"] == "idk":  # trained towards refusals of the forget prefixes, not away from the truth
+            assert all(step["ce_refusal"] > 0 for step in record["train_log"])
+        else:
+            assert record["metrics"]["forget/nll"] > target["metrics"]["forget/nll"]  # unlearning moved the forget NLL up
     assert (out / "leaderboard.md").exists()
     # `report` without --task reads the records' own task and uses that card
     code, _, err = run_cli(["report", out, "--tasks-dir", plugins, "--out", tmp_path / "again"], capsys)
@@ -149,5 +155,5 @@ def test_a_method_that_does_not_fit_the_shape_is_refused_in_one_line(tmp_path, c
     code, _, err = run_cli(["run", "--task", "ledger", "--tasks-dir", plugins, "--methods", "ga,idk",
                             "--optimizers", "adamw", "--out", out, "--no-progress"], capsys)
     assert code == 2 and "Traceback" not in err
-    assert "method 'idk' needs qa examples; task 'ledger' unlearns text examples" in err and "ga" in err
+    assert "method 'idk' needs qa or completion examples; task 'ledger' unlearns text examples" in err and "ga" in err
     assert not out.exists()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from toy_tokenizers import sentencepiece_like
 from transformers import PreTrainedTokenizerFast
 
 from soul_bench.data import IGNORE_INDEX, PromptFormat, answer_length, encode_examples, encode_prompt, encode_qa
@@ -26,40 +26,13 @@ PAIRS = [
     ("Spaces?", "  two leading spaces"),
 ]
 CORPUS = [f"Question: {q}\nAnswer: {a}" for q, a in PAIRS] * 4
-SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 CHAT_TOKENS = ["<|user|>", "<|end|>", "<|assistant|>"]
 CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|user|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 
 
-def _sentencepiece_like(layout: str, append_eos: bool = False) -> PreTrainedTokenizerFast:
-    """A Llama-style SentencePiece BPE (words start with ▁, BOS added).
-
-    ``llama2``: the pipeline of Llama-2's hub tokenizer.json (and TOFU's fine-tunes): normaliser
-    Prepend("▁") + Replace(" ", "▁"), no pre-tokenizer — ``" The"`` alone becomes ``▁ ▁The``.
-    ``metaspace``: a Metaspace pre-tokenizer (prepend_scheme "first").
-    ``merging``: Metaspace without splitting (transformers 5 builds Llama like this) with a vocabulary
-    trained across spaces, so tokens span the prompt/answer border."""
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=layout != "merging")
-    tok.train_from_iterator(CORPUS, trainer=trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIALS,
-                                                               show_progress=False))
-    if layout == "llama2":
-        tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-        tok.pre_tokenizer = None
-        tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
-    else:
-        tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
-    single = "<s> $A </s>" if append_eos else "<s> $A"
-    tok.post_processor = processors.TemplateProcessing(
-        single=single, special_tokens=[(t, tok.token_to_id(t)) for t in ("<s>", "</s>")])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                        unk_token="<unk>")
-    return tokenizer
-
-
 def _chat(layout: str) -> PreTrainedTokenizerFast:
-    tokenizer = _sentencepiece_like(layout)
+    tokenizer = sentencepiece_like(layout, corpus=CORPUS)
     tokenizer.add_special_tokens({"additional_special_tokens": CHAT_TOKENS})
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
@@ -101,7 +74,7 @@ def _check_single_pass(tokenizer, fmt, question, answer):
 
 @pytest.mark.parametrize("layout", ["llama2", "metaspace"])
 def test_sentencepiece_labels_are_the_answer_in_context(layout):
-    tokenizer, fmt = _sentencepiece_like(layout), PromptFormat()
+    tokenizer, fmt = sentencepiece_like(layout, corpus=CORPUS), PromptFormat()
     for question, answer in PAIRS:
         _check_single_pass(tokenizer, fmt, question, answer)
     ids, labels, prompt = _check_single_pass(tokenizer, fmt, *PAIRS[0])
@@ -118,7 +91,7 @@ def test_sentencepiece_labels_are_the_answer_in_context(layout):
 
 def test_llama2_old_way_added_a_spurious_space_token():
     """The bug this guards against: the old code labelled ``▁ ▁The …`` for Llama-2's tokenizer."""
-    tokenizer, fmt = _sentencepiece_like("llama2"), PromptFormat()
+    tokenizer, fmt = sentencepiece_like("llama2", corpus=CORPUS), PromptFormat()
     question, answer = PAIRS[0]
     new_ids, new_labels = encode_qa(tokenizer, fmt, question, answer)
     old_ids, old_labels = old_encode_qa(tokenizer, fmt, question, answer)
@@ -129,7 +102,7 @@ def test_llama2_old_way_added_a_spurious_space_token():
 
 
 def test_tokenizer_that_appends_eos_gets_one_eos():
-    tokenizer, fmt = _sentencepiece_like("metaspace", append_eos=True), PromptFormat()
+    tokenizer, fmt = sentencepiece_like("metaspace", append_eos=True, corpus=CORPUS), PromptFormat()
     question, answer = PAIRS[1]
     ids, labels = encode_qa(tokenizer, fmt, question, answer)
     prompt = encode_prompt(tokenizer, fmt, question)
@@ -155,7 +128,7 @@ def test_chat_template_labels_follow_the_rendered_prompt(layout):
 def test_border_merge_labels_from_the_common_prefix():
     """A vocabulary with tokens across spaces merges the prompt's end into the answer: labels
     start where the prompt's ids and the full text's ids part, so the whole answer is scored."""
-    tokenizer, fmt = _sentencepiece_like("merging"), PromptFormat()
+    tokenizer, fmt = sentencepiece_like("merging", corpus=CORPUS), PromptFormat()
     merged = 0
     for question, answer in PAIRS:
         ids, labels = encode_qa(tokenizer, fmt, question, answer)
@@ -205,7 +178,7 @@ class _RecordingModel(torch.nn.Module):
 
 @pytest.mark.parametrize("kind", ["llama2", "chat", "byte_level"])
 def test_generation_prompt_is_the_prefix_labels_start_after(kind, byte_level):
-    tokenizer = {"llama2": lambda: _sentencepiece_like("llama2"), "chat": lambda: _chat("metaspace"),
+    tokenizer = {"llama2": lambda: sentencepiece_like("llama2", corpus=CORPUS), "chat": lambda: _chat("metaspace"),
                  "byte_level": lambda: byte_level}[kind]()
     fmt = PromptFormat(template="chat") if kind == "chat" else PromptFormat()
     model = _RecordingModel()

@@ -198,7 +198,7 @@ class IDK(Method):
     description = "fine-tune the forget questions to a refusal ('I don't know.') plus λ·CE(R)"
     needs_retain = True
     needs_refusal = True
-    shapes = ("qa",)  # a refusal answers a question: raw text has none to answer
+    shapes = ("qa", "completion")  # a refusal answers a prompt: raw text has none to answer
     retain_weight: float = 1.0
 
     def loss(self, model, inputs, reference=None):
@@ -222,7 +222,7 @@ class DPO(Method):
     needs_retain = True
     needs_reference = True
     needs_refusal = True
-    shapes = ("qa",)  # a refusal answers a question: raw text has none to answer
+    shapes = ("qa", "completion")  # a refusal answers a prompt: raw text has none to answer
     beta: float = 0.1
     retain_weight: float = 1.0
 

@@ -11,6 +11,7 @@ of an answer.  There is no model code and no torch import.
 
 * Probability:  mean_i exp(-avg_nll_i)        -> :func:`probability`
 * ROUGE:        ROUGE-L recall (stemmer on)    -> :func:`rouge_l_recall`
+* BLEU:         sacreBLEU per item (0–100)      -> :func:`sentence_bleu`
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "probability",
     "corpus_perplexity",
     "rouge_l_recall",
+    "sentence_bleu",
 ]
 
 
@@ -147,3 +149,34 @@ def rouge_l_recall(
         [scorer.score(ref, pred)["rougeL"].recall for pred, ref in zip(preds, refs)],
         dtype=float,
     )
+
+
+# --------------------------------------------------------------------------- BLEU
+
+
+def sentence_bleu(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray:
+    """Per-item BLEU (0–100) of each prediction against its one reference, by sacreBLEU.
+
+    As SOUL scores copyright leakage (``src/metrics/copyright.py``: ``sacrebleu.corpus_bleu(
+    [prediction], [[reference]]).score`` for each item, then the mean): each item is scored as
+    a one-segment corpus — sacreBLEU's 13a tokenisation, 4-gram precisions with the ``exp``
+    smoothing, brevity penalty. That is not ``sacrebleu.sentence_bleu``, which also uses
+    the effective n-gram order (a prediction under 4 words is then not scored 0 by its
+    missing 4-grams); soul-bench keeps SOUL's definition so that numbers compare.
+    An empty prediction scores 0.
+
+    Args:
+        predictions: the model's generations, length n.
+        references: the true continuations, length n.
+
+    Returns:
+        float array of shape (n,), values in [0, 100].
+    """
+    from sacrebleu.metrics import BLEU
+
+    preds = _as_str_list(predictions, "predictions")
+    refs = _as_str_list(references, "references")
+    if len(preds) != len(refs):
+        raise ValueError(f"length mismatch: {len(preds)} predictions but {len(refs)} references")
+    bleu = BLEU()
+    return np.array([bleu.corpus_score([pred], [[ref]]).score for pred, ref in zip(preds, refs)], dtype=float)

@@ -21,17 +21,14 @@ averages them into ``hazard/acc`` and ``general/acc``.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from soul_bench.data import IGNORE_INDEX, encode_rows
 from soul_bench.errors import UserError
 from soul_bench.evaluate import mia
-from soul_bench.evaluate.likelihood import encoded_nll
-from soul_bench.evaluate.metrics import corpus_perplexity
+from soul_bench.evaluate.corpus import corpus_probes
 from soul_bench.task import DataSource, Task, TaskData, load_sibling, read_json_records
 
 GROUPS = ("forget", "retain", "holdout")
@@ -122,49 +119,13 @@ class Wmdp(Task):
 
     # -------------------------------------------------------------- evaluation
     def evaluate(self, model, tokenizer, fmt, data: TaskData, reference: dict | None = None, batch_size: int = 32):
-        options = self.options["evaluation"]
-        examples = self.card.spec.examples
-        cap = options.max_documents
-        windows, slots = [], {}
-        for group in GROUPS:
-            rows = data.sets.get(group)
-            if not rows:
-                continue
-            encoded = encode_rows(tokenizer, fmt, rows[:cap] if cap else rows, "text", examples.max_length)
-            slots[group] = list(range(len(windows), len(windows) + len(encoded)))
-            windows += encoded
-        members, nonmembers = slots["forget"], slots.get("holdout")
-        clock = time.perf_counter()
-        likelihood = encoded_nll(model, tokenizer, windows, batch_size=batch_size,
-                                 keep_token_stats=members + (nonmembers or []))
-        timings = {"likelihood_s": time.perf_counter() - clock, "likelihood_sequences": len(windows)}
-
-        results, per_item = {}, {}
-        for group, group_slots in slots.items():
-            results[f"{group}/ppl"] = corpus_perplexity(likelihood["sum_nll"][group_slots], likelihood["n_tokens"][group_slots])
-            results[f"{group}/avg_nll"] = float(np.mean(likelihood["avg_nll"][group_slots]))
-            per_item[group] = {"avg_nll": likelihood["avg_nll"][group_slots].tolist()}
-
-        def text_of(slot: int) -> str:  # what ZLib compresses: the window's scored text
-            ids, labels = windows[slot]
-            return tokenizer.decode([t for t, label in zip(ids, labels) if label != IGNORE_INDEX], skip_special_tokens=True)
-
-        mia_options = self.card.spec.mia
-        clock = time.perf_counter()
-
-        def gradnorm(group):
-            return mia.gradnorm_scores_encoded(model, tokenizer, [windows[i] for i in slots[group]], mia_options.include_eos)
-
-        mia_metrics, per_item["mia"] = mia.membership_probes(
-            likelihood, members, [text_of(i) for i in members], nonmembers, [text_of(i) for i in nonmembers or []],
-            k=mia_options.k, include_eos=mia_options.include_eos, privleak_attack=mia_options.privleak_attack,
-            gradnorm=gradnorm if mia_options.gradnorm else None,
+        cap = self.options["evaluation"].max_documents
+        corpora = {group: (data.sets.get(group) or [])[:cap] if cap else data.sets.get(group) for group in GROUPS}
+        results, per_item = corpus_probes(
+            model, tokenizer, fmt, corpora, self.card.spec.mia, self.card.spec.examples.max_length, batch_size,
             missing_note=f"no holdout corpus in the task data ({data.source}): membership inference needs "
                          "never-trained hazard-style text, so every mia/* metric is None")
-        timings["mia_s"] = time.perf_counter() - clock
-        results.update(mia_metrics)
         results.update(self.reference_metrics(per_item, reference))
-        per_item["timings"] = timings
         return results, per_item
 
     def reference_metrics(self, per_item: dict, reference: dict | None) -> dict:

@@ -123,7 +123,7 @@ def test_micro_run_end_to_end(tmp_path, capsys):
     assert "Hazard MCQ acc →0.25" in board and "target (knows the hazard)" in board
     # IDK needs questions to refuse: the raw-text task refuses it before any work
     code, _, err = run_cli(["run", "--task", "wmdp", "--preset", "micro", "--methods", "idk", "--out", tmp_path / "x"], capsys)
-    assert code == 2 and "needs qa examples" in err and not (tmp_path / "x").exists()
+    assert code == 2 and "needs qa or completion examples" in err and not (tmp_path / "x").exists()
 
 
 def test_the_zephyr_config_is_a_valid_run_configuration():
