@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from soul_bench.card import CardSpec, CheckSpec, MetricSpec, Ranking, parse_card, parse_section
 from soul_bench.data import PromptFormat
 from soul_bench.errors import ModelCheckError, UserError
+from soul_bench.evaluate import mia
 
 
 @dataclass
@@ -134,8 +135,12 @@ class Task:
 
     def reference_metrics(self, per_item: dict, reference: dict | None) -> dict:
         """Metrics that compare a model's per-item values with the retain model's (``reference``).
-        The runner calls it for the retain model itself with ``reference = per_item``."""
-        return {}
+        The runner calls it for the retain model itself with ``reference = per_item``.
+        Default: the reference attack and PrivLeak from the core membership-probe record
+        (``per_item["mia"]``, ``soul_bench.evaluate.mia.reference_probes``); none without it."""
+        if "mia" not in per_item:
+            return {}
+        return mia.reference_probes(per_item["mia"], (reference or {}).get("mia"))
 
     def summarise_harness(self, harness_metrics: dict[str, float]) -> dict[str, float | None]:
         """Task metrics derived from the lm-eval results (``harness/<task>/<metric>``), e.g. one

@@ -218,6 +218,14 @@ def test_rouge_l_recall_stemming():
     assert M.rouge_l_recall(["running dogs"], ["run dog"])[0] == pytest.approx(1.0)
 
 
+def test_rouge_l_f1_by_hand():
+    # LCS("the cat sat", "the cat sat on the mat") = 3: precision 3/3, recall 3/6 -> F1 = 2/3
+    # "a dog barked" vs "the dog": LCS 1, P 1/3, R 1/2 -> F1 = 0.4; MUSE: no stemming by default
+    out = M.rouge_l_f1(["the cat sat", "a dog barked", "", "running dogs"], ["the cat sat on the mat", "the dog", "x", "run dog"])
+    np.testing.assert_allclose(out, [2 / 3, 0.4, 0.0, 0.0])
+    assert M.rouge_l_f1(["running dogs"], ["run dog"], use_stemmer=True)[0] == pytest.approx(1.0)
+
+
 def test_rouge_scorer_built_once(monkeypatch):
     from rouge_score import rouge_scorer
 

@@ -11,6 +11,7 @@ of an answer.  There is no model code and no torch import.
 
 * Probability:  mean_i exp(-avg_nll_i)        -> :func:`probability`
 * ROUGE:        ROUGE-L recall (stemmer on)    -> :func:`rouge_l_recall`
+* ROUGE-L F1:   (stemmer off, as MUSE)         -> :func:`rouge_l_f1`
 * BLEU:         sacreBLEU per item (0–100)      -> :func:`sentence_bleu`
 """
 
@@ -27,6 +28,7 @@ __all__ = [
     "probability",
     "corpus_perplexity",
     "rouge_l_recall",
+    "rouge_l_f1",
     "sentence_bleu",
 ]
 
@@ -140,15 +142,26 @@ def rouge_l_recall(
     """
     preds = _as_str_list(predictions, "predictions")
     refs = _as_str_list(references, "references")
+    return _rouge_l(preds, refs, use_stemmer, "recall")
+
+
+def rouge_l_f1(predictions: Sequence[str], references: Sequence[str], use_stemmer: bool = False) -> np.ndarray:
+    """Per-item ROUGE-L F1 of each prediction against its reference: the harmonic mean of
+    ``LCS / len(pred)`` and ``LCS / len(ref)`` over rouge-score tokens, by
+    ``rouge_score.rouge_scorer.RougeScorer(["rougeL"])`` — ``score(reference, prediction)
+    ["rougeL"].fmeasure``. MUSE's VerbMem and KnowMem are 100 × the mean of these, stemmer off
+    (``muse_bench``, ``metrics/logger.py``). Empty prediction or reference: 0.
+    """
+    preds = _as_str_list(predictions, "predictions")
+    refs = _as_str_list(references, "references")
+    return _rouge_l(preds, refs, use_stemmer, "fmeasure")
+
+
+def _rouge_l(preds: list[str], refs: list[str], use_stemmer: bool, field: str) -> np.ndarray:
     if len(preds) != len(refs):
-        raise ValueError(
-            f"length mismatch: {len(preds)} predictions but {len(refs)} references"
-        )
+        raise ValueError(f"length mismatch: {len(preds)} predictions but {len(refs)} references")
     scorer = _rouge_l_scorer(bool(use_stemmer))
-    return np.array(
-        [scorer.score(ref, pred)["rougeL"].recall for pred, ref in zip(preds, refs)],
-        dtype=float,
-    )
+    return np.array([getattr(scorer.score(ref, pred)["rougeL"], field) for pred, ref in zip(preds, refs)], dtype=float)
 
 
 # --------------------------------------------------------------------------- BLEU

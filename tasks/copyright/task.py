@@ -39,7 +39,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from soul_bench.data import PLAIN_TEXT
 from soul_bench.errors import UserError
-from soul_bench.evaluate import mia
 from soul_bench.evaluate.corpus import corpus_probes
 from soul_bench.evaluate.likelihood import generate_answers
 from soul_bench.evaluate.metrics import rouge_l_recall, sentence_bleu
@@ -226,10 +225,6 @@ class Copyright(Task):
         per_item["generations"] = generations
         results.update(self.reference_metrics(per_item, reference))
         return results, per_item
-
-    def reference_metrics(self, per_item: dict, reference: dict | None) -> dict:
-        """The reference attack and PrivLeak against the retain model (``mia.reference_probes``)."""
-        return mia.reference_probes(per_item.get("mia"), (reference or {}).get("mia"))
 
 
 def _texts(rows: list[dict], book: str, where: str) -> list[str]:

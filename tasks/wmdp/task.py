@@ -27,7 +27,6 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from soul_bench.errors import UserError
-from soul_bench.evaluate import mia
 from soul_bench.evaluate.corpus import corpus_probes
 from soul_bench.task import DataSource, Task, TaskData, load_sibling, read_json_records
 
@@ -128,9 +127,6 @@ class Wmdp(Task):
         results.update(self.reference_metrics(per_item, reference))
         return results, per_item
 
-    def reference_metrics(self, per_item: dict, reference: dict | None) -> dict:
-        """The reference attack and PrivLeak against the retain model (``mia.reference_probes``)."""
-        return mia.reference_probes(per_item.get("mia"), (reference or {}).get("mia"))
 
     def summarise_harness(self, harness_metrics: dict[str, float]) -> dict[str, float | None]:
         """``hazard/acc`` / ``general/acc``: the mean accuracy of the card's hazard / general lm-eval
