@@ -43,6 +43,7 @@ def run(
     batch_size: Optional[int] = typer.Option(None, help="forget (and retain) batch size"),
     limit: Optional[int] = typer.Option(None, help="cap every data set at this many items (quick runs on real data)"),
     prompt_template: Optional[str] = typer.Option(None, help="prompt with a {question} field, or 'chat'"),
+    max_length: Optional[int] = typer.Option(None, help="tokens per example / text window (default: the task card's examples.max_length)"),
     hparam: Optional[list[str]] = typer.Option(None, help="NAME.KEY=VALUE hyper-parameter of a method or optimiser, e.g. npo.beta=0.2 or sophia.rho=0.03 (repeatable)"),
     harness_tasks: Optional[str] = typer.Option(None, help="comma-separated lm-eval tasks for utility ('' = none); default: the task card's"),
     harness_limit: Optional[int] = typer.Option(None, help="documents per lm-eval task (quick runs)"),
@@ -57,7 +58,7 @@ def run(
                      seeds=[_int(s, "seed") for s in split_csv(seeds)] if seeds else None, forget_split=forget_split,
                      model=model, retain_model=retain_model, data=data, preset=preset, out=out, device=device,
                      lr=lr, steps=steps, epochs=epochs, batch_size=batch_size, limit=limit, prompt_template=prompt_template,
-                     tasks_dirs=tasks_dir or None, show_progress=False if no_progress else None,
+                     max_length=max_length, tasks_dirs=tasks_dir or None, show_progress=False if no_progress else None,
                      harness_tasks=split_csv(harness_tasks), harness_limit=harness_limit, shard=shard)
     spec = build_spec(config, overrides)
     for target, name, key, value in _parse_hparams(hparam or []):

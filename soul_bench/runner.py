@@ -84,6 +84,9 @@ class Runner:
         quiet_transformers()
         self.console = console or Console()
         self.task = registry.load_task(spec.task, spec.tasks_dirs)
+        if spec.max_length is not None:  # every reader of the card (stages, unlearning, evaluation) sees it
+            card = self.task.card.spec
+            card.examples = card.examples.model_copy(update={"max_length": spec.max_length})
         self.methods = registry.methods()  # built-ins + entry-point plugins, looked up once
         registry.check_names("method", spec.methods, self.methods)
         registry.check_names("optimizer", spec.optimizers, registry.optimizers())
@@ -180,6 +183,8 @@ class Runner:
                     "prompt": dataclasses.asdict(self.fmt), "evaluation": self.task.card.section("evaluation"),
                     "harness": {"tasks": self.harness_tasks(), "limit": self.spec.harness_limit},
                     "kind": kind, "method": method, "optimizer": optimizer, "seed": seed, **(extra or {})}
+        if self.spec.max_length is not None:  # only when set, so the records of earlier runs keep their ids
+            identity["max_length"] = self.spec.max_length
         parts = [self.task.name, self.data.forget_split, kind] + [str(p) for p in (method, optimizer) if p]
         if seed is not None:
             parts.append(f"s{seed}")

@@ -31,6 +31,7 @@ class SweepSpec(BaseModel):
     device: str = "auto"
     limit: int | None = Field(default=None, ge=1)
     prompt_template: str | None = None
+    max_length: int | None = Field(default=None, ge=8)  # tokens per example / text window; None = the card's
     eval_batch_size: int = Field(default=32, ge=1)
     tasks_dirs: list[str] = Field(default_factory=list)
     unlearning: dict[str, Any] = Field(default_factory=dict)       # steps, epochs, batch_size, schedule, …

@@ -24,6 +24,7 @@ FLAG_CASES = [
     (["--prompt-template", "Tell me about it."], "has no {question} field"),
     (["--prompt-template", "Q: {quest}"], "is not a valid format string"),
     (["--prompt-template", "Q: {question"], "is not a valid format string"),
+    (["--max-length", "4"], "bad setting 'max_length': Input should be greater than or equal to 8"),
 ]
 
 CONFIG_CASES = [

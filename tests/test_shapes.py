@@ -157,3 +157,26 @@ def test_a_method_that_does_not_fit_the_shape_is_refused_in_one_line(tmp_path, c
     assert code == 2 and "Traceback" not in err
     assert "method 'idk' needs qa or completion examples; task 'ledger' unlearns text examples" in err and "ga" in err
     assert not out.exists()
+
+
+def test_max_length_setting_overrides_the_card_for_every_reader(tmp_path, capsys):
+    """--max-length replaces the card's examples.max_length (unlearning, stages and evaluation
+    read the same card) and enters the records' identity, so a resumed run cannot mix lengths."""
+    plugins = write_plugin(tmp_path / "plugins", "ledger", "text", TEXT_ROWS, "text")
+    from soul_bench.runner import Runner
+    from soul_bench.spec import build_spec
+
+    runner = Runner(build_spec(None, {"task": "ledger", "tasks_dirs": [str(plugins)], "max_length": 8}))
+    assert runner.task.card.spec.examples.max_length == 8
+    runs = {}
+    for length in (None, 8):
+        out = tmp_path / f"out{length}"
+        flags = ["--max-length", str(length)] if length else []
+        code, _, err = run_cli(["run", "--task", "ledger", "--tasks-dir", plugins, "--methods", "ga", "--optimizers", "adamw",
+                                "--out", out, "--no-progress"] + flags, capsys)
+        assert code == 0, err
+        runs[length] = {r["kind"]: r for r in (json.loads(p.read_text()) for p in (out / "records").glob("*.json"))}
+    assert runs[8]["target"]["spec"]["max_length"] == 8 and "max_length" not in runs[None]["target"]["spec"]
+    assert runs[8]["target"]["cell_id"] != runs[None]["target"]["cell_id"]
+    # 8-token windows of a text that was trained in 24-token ones: the per-token NLL differs
+    assert runs[8]["target"]["metrics"]["forget/nll"] != runs[None]["target"]["metrics"]["forget/nll"]

@@ -157,3 +157,15 @@ def test_continuations_are_scored_against_the_truth_cut_to_the_budget(monkeypatc
     monkeypatch.setattr(MODULE, "generate_answers", lambda *args: [""] * len(args[3]))
     metrics, _ = TASK.evaluate(model, tokenizer, None, data)
     assert metrics["forget/rouge_l"] == 0.0 and metrics["forget/bleu"] == 0.0
+
+
+def test_the_llama2_config_is_a_valid_run_configuration():
+    from soul_bench.runner import Runner, cell_settings
+    from soul_bench.spec import build_spec
+
+    config = Path(__file__).parents[1] / "configs" / "llama2-7b.yaml"
+    spec = build_spec(config, {"data": "synthetic"})  # the model and books come from the command line
+    runner = Runner(spec)  # validates names and every cell's hyper-parameters; loads no model
+    loop, _, optimizer_hp = cell_settings(runner.task, spec, "graddiff", "sophia", 0)
+    assert optimizer_hp["lr"] == 5e-6 and optimizer_hp["rho"] == 0.04 and loop.epochs == 5 and loop.grad_accum == 4
+    assert cell_settings(runner.task, spec, "po", "soul", 0)[2]["lr"] == 5e-6

@@ -134,3 +134,16 @@ def test_micro_run_end_to_end(tmp_path, capsys):
     assert records[("retain", None)]["metrics"]["mia/privleak"] == pytest.approx(0.0)
     assert records[("unlearned", "ga")]["metrics"]["forget/ppl"] > target["metrics"]["forget/ppl"]
     assert "VerbMem forget" in (out / "leaderboard.md").read_text()
+
+
+def test_the_muse_news_config_is_a_valid_run_configuration():
+    from soul_bench.runner import Runner, cell_settings
+    from soul_bench.spec import build_spec
+
+    spec = build_spec(Path(__file__).parents[1] / "configs" / "muse-news-llama2-7b.yaml", {})
+    runner = Runner(spec)  # validates names and every cell's hyper-parameters; loads no model
+    loop, _, optimizer_hp = cell_settings(runner.task, spec, "npo", "adamw", 0)
+    assert optimizer_hp["lr"] == 1e-5 and loop.epochs == 10 and loop.batch_size * loop.grad_accum == 32
+    assert runner.task.card.spec.examples.max_length == 2048  # MUSE's windows, over the card's 512
+    assert (spec.model, spec.retain_model, spec.forget_split) == ("muse-bench/MUSE-news_target",
+                                                                   "muse-bench/MUSE-news_retrain", "news")
