@@ -32,7 +32,7 @@ def run(
     forget_split: Optional[str] = typer.Option(None, help="e.g. forget01 / forget05 / forget10 (TOFU)"),
     model: Optional[str] = typer.Option(None, help="target model: HF id or local folder (default: the embedded tiny Llama)"),
     retain_model: Optional[str] = typer.Option(None, help="retain model (never saw the forget set): HF id or folder"),
-    data: Optional[str] = typer.Option(None, help="synthetic | hub | auto | local:DIR | DIR"),
+    data: Optional[str] = typer.Option(None, help="synthetic | hub | hub:ID | auto | local:DIR | DIR"),
     preset: Optional[str] = typer.Option(None, help="embedded model preset from the task card (e.g. tiny, micro)"),
     out: Optional[Path] = typer.Option(None, help="output folder for records, leaderboard and figures"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),

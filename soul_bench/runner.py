@@ -217,7 +217,7 @@ class Runner:
 
         options = self.task.card.section("harness")
         return run_harness(model, tokenizer, tasks, include_dirs=self.harness_include_dirs(), batch_size=options.get("batch_size", 16),
-                           limit=self.spec.harness_limit or options.get("limit"), offline=self.data.source != "hub")
+                           limit=self.spec.harness_limit or options.get("limit"), offline=self.data.source.split(":")[0] != "hub")
 
     def evaluate_into(self, record: dict, model, tokenizer, reference, own_reference: bool = False) -> dict:
         """Evaluate, run the harness, write the record. ``own_reference``: the model is the retain

@@ -25,7 +25,7 @@ class SweepSpec(BaseModel):
     forget_split: str | None = None
     model: str | None = None            # HF id or local folder of the target model; None = embedded default
     retain_model: str | None = None     # the model never trained on the forget set (for forget quality)
-    data: str | None = None             # synthetic | hub | auto | local:DIR | DIR
+    data: str | None = None             # synthetic | hub | hub:ID | auto | local:DIR | DIR
     preset: str | None = None           # embedded model preset (task card), e.g. tiny / micro
     out: Path = Path("runs/latest")
     device: str = "auto"

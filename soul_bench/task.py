@@ -67,6 +67,7 @@ class DataSource:
     kind: str
     path: Path | None = None
     auto: bool = False  # chosen by soul-bench, not the user: may fall back to synthetic
+    hub_id: str | None = None  # "hub:ID": this hub dataset instead of the card's
 
     @classmethod
     def parse(cls, text: str | None, have_model: bool) -> "DataSource":
@@ -74,13 +75,24 @@ class DataSource:
             return cls("hub", auto=True) if have_model else cls("synthetic", auto=True)
         if text in ("synthetic", "hub"):
             return cls(text)
+        if text.startswith("hub:"):
+            hub_id = text[len("hub:"):].strip()
+            if not hub_id:
+                raise UserError("--data hub:ID needs a dataset id after 'hub:', e.g. hub:muse-bench/MUSE-News")
+            return cls("hub", hub_id=hub_id)
         path = Path(text[len("local:"):] if text.startswith("local:") else text)
         if not path.is_dir():
             raise UserError(f"data folder '{path}' does not exist; --data takes synthetic, hub, auto or a folder of task files")
         return cls("local", path=path.resolve())
 
     def describe(self) -> str:
-        return f"local:{self.path}" if self.kind == "local" else self.kind
+        if self.kind == "local":
+            return f"local:{self.path}"
+        return f"hub:{self.hub_id}" if self.hub_id else self.kind
+
+    def hub(self, default: str | None) -> str | None:
+        """The hub dataset to load: the one named by ``hub:ID``, else the card's ``default``."""
+        return self.hub_id or default
 
 
 @dataclass

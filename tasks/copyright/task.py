@@ -62,7 +62,8 @@ class CopyrightData(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # a hub dataset with the books as text rows (configs below); None: books are user-supplied
     hub: str | None = None
-    hub_configs: dict[str, str] = Field(default_factory=lambda: {"forget": "forget", "retain": "retain"})
+    # hub configs of the books (holdout: optional, for the privacy columns)
+    hub_configs: dict[str, str] = Field(default_factory=lambda: {"forget": "forget", "retain": "retain", "holdout": "holdout"})
     passage_words: int = Field(default=400, ge=MIN_CONTINUATION_WORDS + 1)   # a user's book is cut into passages this long
     prefix_words: list[int] = Field(default_factory=lambda: [100, 300], min_length=1)  # L: prompt lengths, in words
     synthetic_prefix_words: list[int] = Field(default_factory=lambda: [16, 32], min_length=1)  # L for the embedded books
@@ -122,17 +123,19 @@ class Copyright(Task):
         card = self.options["data"]
         notes = []
         if source.kind == "hub":
-            if card.hub is None:
+            hub_id = source.hub(card.hub)
+            if hub_id is None:
                 if not source.auto:
-                    raise UserError("the copyright task ships no books and names no hub dataset (card data.hub); "
-                                    "pass --data FOLDER with forget.txt and retain.txt (or .jsonl rows with 'text')")
+                    raise UserError("the copyright task ships no books and names no hub dataset: pass --data hub:ID "
+                                    f"(configs {', '.join(card.hub_configs.values())} with 'text' rows) or --data FOLDER "
+                                    "with forget.txt and retain.txt (or .jsonl rows with 'text')")
                 source = DataSource("synthetic", auto=True)
             else:
                 try:
-                    books = self._from_hub(card.hub, card.hub_configs, card.passage_words)
+                    books = self._from_hub(hub_id, card.hub_configs, card.passage_words)
                 except Exception as exc:
                     if not source.auto:
-                        raise UserError(f"cannot load {card.hub} from the hub ({type(exc).__name__}); "
+                        raise UserError(f"cannot load {hub_id} from the hub ({type(exc).__name__}); "
                                         "use --data synthetic or a local folder") from exc
                     notes.append(f"hub unreachable ({type(exc).__name__}); using the embedded synthetic books")
                     source = DataSource("synthetic", auto=True)
@@ -177,7 +180,13 @@ class Copyright(Task):
             if book not in configs:
                 books[book] = None
                 continue
-            rows = datasets.load_dataset(hub_id, configs[book], split="train").to_list()
+            try:
+                rows = datasets.load_dataset(hub_id, configs[book], split="train").to_list()
+            except ValueError:  # no such config: the holdout book is optional
+                if book != "holdout":
+                    raise
+                books[book] = None
+                continue
             books[book] = self._passage_rows(_texts(rows, book, hub_id), book, words)
         return books
 

@@ -116,11 +116,12 @@ class Muse(Task):
         if source.kind == "hub":
             if split == "synthetic":
                 split = next(iter(card.hub))
+            hub_id = source.hub(card.hub[split])
             try:
-                raw = self._from_hub(card.hub[split])
+                raw = self._from_hub(hub_id)
             except Exception as exc:
                 if not source.auto:
-                    raise UserError(f"cannot load {card.hub[split]} from the hub ({type(exc).__name__}); "
+                    raise UserError(f"cannot load {hub_id} from the hub ({type(exc).__name__}); "
                                     "use --data synthetic or a local folder") from exc
                 notes.append(f"hub unreachable ({type(exc).__name__}); using the embedded synthetic books")
                 source = DataSource("synthetic", auto=True)

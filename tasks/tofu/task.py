@@ -87,12 +87,12 @@ class Tofu(Task):
         notes = []
         if source.kind == "hub":
             try:
-                raw = self._from_hub(data_card.hub, split)
+                raw = self._from_hub(source.hub(data_card.hub), split)
             except UserError:
                 raise
             except Exception as exc:  # network / hub errors: fall back only when the user did not insist
                 if not source.auto:
-                    raise UserError(f"cannot load {data_card.hub} from the hub ({type(exc).__name__}); use --data synthetic or a local folder") from exc
+                    raise UserError(f"cannot load {source.hub(data_card.hub)} from the hub ({type(exc).__name__}); use --data synthetic or a local folder") from exc
                 notes.append(f"hub unreachable ({type(exc).__name__}); using the embedded synthetic TOFU data")
                 source = DataSource("synthetic", auto=True)
         if source.kind == "local":

@@ -74,10 +74,10 @@ class Wmdp(Task):
         notes = []
         if source.kind == "hub":
             try:
-                raw = self._from_hub(data_card.hub, forget_name, retain_name)
+                raw = self._from_hub(source.hub(data_card.hub), forget_name, retain_name)
             except Exception as exc:  # network / gated hub: fall back only when the user did not insist
                 if not source.auto:
-                    raise UserError(f"cannot load {data_card.hub} ({forget_name}, {retain_name}) from the hub "
+                    raise UserError(f"cannot load {source.hub(data_card.hub)} ({forget_name}, {retain_name}) from the hub "
                                     f"({type(exc).__name__}); use --data synthetic or a local folder") from exc
                 notes.append(f"hub unreachable ({type(exc).__name__}); using the embedded synthetic WMDP world")
                 source = DataSource("synthetic", auto=True)

@@ -77,6 +77,40 @@ def test_bad_local_books_are_one_line_errors(tmp_path):
         TASK.load_data(DataSource("hub"), None, None, {})
 
 
+def test_books_from_a_hub_dataset_named_on_the_command_line(monkeypatch):
+    """--data hub:ID loads the books from that dataset (configs forget / retain / holdout, 'text'
+    rows) and cuts them like local books; the card names none (copyrighted text is never shipped)."""
+    import datasets
+
+    source = DataSource.parse("hub:someone/my-books", have_model=True)
+    assert (source.kind, source.hub_id, source.describe()) == ("hub", "someone/my-books", "hub:someone/my-books")
+    asked = []
+
+    class Rows:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def to_list(self):
+            return self.rows
+
+    def load_dataset(hub_id, config, split):
+        asked.append((hub_id, config, split))
+        if config == "holdout":
+            raise ValueError("no such config")
+        return Rows([{"text": _book(500, config[0])}])
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    data = TASK.load_data(source, None, None, {})
+    assert [a[1] for a in asked] == ["forget", "retain", "holdout"] and {a[0] for a in asked} == {"someone/my-books"}
+    assert [len(r["text"].split()) for r in data["forget_text"]] == [400, 100] and data.source == "hub:someone/my-books"
+    assert "holdout_text" not in data.sets  # optional: the privacy columns are then None
+    monkeypatch.setattr(TASK.options["data"], "hub_configs", {"forget": "forget", "retain": "holdout"})
+    with pytest.raises(UserError, match="cannot load someone/my-books from the hub"):
+        TASK.load_data(source, None, None, {})  # a missing forget / retain book is an error
+    with pytest.raises(UserError, match="needs a dataset id"):
+        DataSource.parse("hub:", have_model=True)
+
+
 @pytest.mark.parametrize("layout", ["byte_level", "llama2", "metaspace", "merging"])
 def test_prompt_continuation_border_on_token_ids(layout):
     """The labels are the continuation's tokens *in context*, and generation starts from the very
