@@ -6,7 +6,7 @@ BIN = $(VENV)/bin
 $(BIN)/soul-bench: pyproject.toml requirements-ci.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements-ci.txt
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,toxicity]'
 	touch $(BIN)/soul-bench
 
 install: $(BIN)/soul-bench

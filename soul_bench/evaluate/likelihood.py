@@ -122,6 +122,18 @@ def _token_stats(logits: torch.Tensor, labels: torch.Tensor, logprobs: torch.Ten
     stats["token_is_eos"][item] = is_eos
 
 
+def left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of prompts padded on the left, so generation continues every
+    row from its last real token."""
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, ids in enumerate(prompts):
+        input_ids[row, width - len(ids):] = torch.tensor(ids)
+        attention[row, width - len(ids):] = 1
+    return input_ids, attention
+
+
 @torch.no_grad()
 def generate_answers(model, tokenizer, fmt: PromptFormat, questions: list[str], max_new_tokens: int | list[int],
                      batch_size: int = 32) -> list[str]:
@@ -137,12 +149,8 @@ def generate_answers(model, tokenizer, fmt: PromptFormat, questions: list[str], 
     model.eval()
     for start in batch_starts(len(order), batch_size, "evaluate: generation"):
         idx = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in idx)
-        input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            input_ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-            attention[row, width - len(prompts[i]):] = 1
+        input_ids, attention = left_padded([prompts[i] for i in idx], pad)
+        width = input_ids.shape[1]
         output = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                                 max_new_tokens=max(limits[i] for i in idx), do_sample=False,
                                 pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
@@ -152,3 +160,37 @@ def generate_answers(model, tokenizer, fmt: PromptFormat, questions: list[str], 
                 new_tokens = new_tokens[: new_tokens.index(tokenizer.eos_token_id)]
             answers[i] = tokenizer.decode(new_tokens[: limits[i]], skip_special_tokens=True).strip()
     return answers
+
+
+@torch.no_grad()
+def sample_continuations(model, tokenizer, fmt: PromptFormat, prompts: list[str], k: int, max_new_tokens: int,
+                         seed: int = 0, temperature: float = 1.0, top_p: float = 0.9,
+                         batch_size: int = 32) -> list[list[str]]:
+    """``k`` sampled answers per prompt (nucleus sampling, as RealToxicityPrompts: top-p 0.9,
+    temperature 1), text after the prompt up to EOS. Seeded: the same seed, model, prompts and
+    batch size give the same samples; the caller's global RNG state is left as it was. Batches hold
+    ``batch_size // k`` prompts (at least one), each repeated ``k`` times."""
+    device = next(model.parameters()).device
+    encoded = [encode_prompt(tokenizer, fmt, p) for p in prompts]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    samples: list[list[str]] = [[] for _ in prompts]
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    per_batch = max(1, batch_size // k)
+    model.eval()
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for start in batch_starts(len(order), per_batch, "evaluate: sampling"):
+            idx = order[start : start + per_batch]
+            input_ids, attention = left_padded([encoded[i] for i in idx], pad)
+            width = input_ids.shape[1]
+            output = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                                    max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+                                    top_p=top_p, top_k=0, num_return_sequences=k, pad_token_id=pad, eos_token_id=eos)
+            for row, i in enumerate(idx):
+                for j in range(k):
+                    new_tokens = output[row * k + j, width:].tolist()
+                    if eos in new_tokens:
+                        new_tokens = new_tokens[: new_tokens.index(eos)]
+                    samples[i].append(tokenizer.decode(new_tokens, skip_special_tokens=True).strip())
+    return samples
