@@ -121,3 +121,23 @@ def test_micro_run_end_to_end(tmp_path, capsys):
         assert target[key] is not None, key
     assert 0 <= target["toxicity/probability"] <= 1 and target["toxicity/mean"] <= target["toxicity/expected_max"]
     assert "Exp. max toxicity" in (out / "leaderboard.md").read_text()
+
+
+@pytest.mark.parametrize("name, epochs, lr, gamma", [("opt-1.3b", 5, 2e-5, 0.1), ("llama2-7b", 10, 1e-5, 1.0)])
+def test_soul_configs_are_valid_run_configurations(name, epochs, lr, gamma):
+    """SOUL's toxicity settings: the card's per-method PO step of the tiny model does not leak in."""
+    from soul_bench.runner import Runner, cell_settings
+    from soul_bench.spec import build_spec
+
+    spec = build_spec(Path(__file__).parents[1] / "configs" / f"{name}.yaml", {})
+    runner = Runner(spec)  # validates names and every cell's hyper-parameters; loads no model
+    for optimizer in ("adamw", "soul"):
+        loop, method_hp, optimizer_hp = cell_settings(runner.task, spec, "po", optimizer, 0)
+        assert optimizer_hp["lr"] == lr and loop.epochs == epochs and loop.grad_accum == 4 and loop.batch_size == 1
+        assert method_hp["retain_weight"] == gamma
+    import torch
+
+    from soul_bench.engine.optimizers import build_optimizer
+
+    built = build_optimizer("soul", [torch.nn.Parameter(torch.zeros(1))], **cell_settings(runner.task, spec, "po", "soul", 0)[2])
+    assert built.defaults["rho"] == 0.04 and tuple(built.defaults["betas"]) == (0.9, 0.95)  # SOUL's Sophia
