@@ -196,7 +196,7 @@ class Runner:
         if self.spec.harness_tasks is not None:
             return self.spec.harness_tasks
         by_source = self.task.card.section("harness").get("tasks_by_source", {})
-        return list(by_source.get(self.data.source.split(":")[0], []))
+        return list(by_source.get(self.data.source_kind, []))
 
     def harness_include_dirs(self) -> list[Path]:
         return [self.task.card.folder / folder for folder in self.task.card.section("harness").get("include", [])]
@@ -217,7 +217,7 @@ class Runner:
 
         options = self.task.card.section("harness")
         return run_harness(model, tokenizer, tasks, include_dirs=self.harness_include_dirs(), batch_size=options.get("batch_size", 16),
-                           limit=self.spec.harness_limit or options.get("limit"), offline=self.data.source.split(":")[0] != "hub")
+                           limit=self.spec.harness_limit or options.get("limit"), offline=self.data.source_kind != "hub")
 
     def evaluate_into(self, record: dict, model, tokenizer, reference, own_reference: bool = False) -> dict:
         """Evaluate, run the harness, write the record. ``own_reference``: the model is the retain

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel
 
@@ -94,6 +94,22 @@ class DataSource:
         """The hub dataset to load: the one named by ``hub:ID``, else the card's ``default``."""
         return self.hub_id or default
 
+    def load_hub(self, load: Callable[[], Any], what: str, embedded: str, notes: list[str]) -> tuple[Any, "DataSource"]:
+        """``(load(), self)``; when the hub fails and soul-bench, not the user, chose it:
+        ``(None, the synthetic source)`` with a note, for the caller to load the embedded data
+        instead. A hub the user asked for that fails is one clear error naming ``what``; a
+        UserError from ``load`` (the data are there but do not fit) always propagates."""
+        try:
+            return load(), self
+        except UserError:
+            raise
+        except Exception as exc:  # network / gated hub
+            if not self.auto:
+                raise UserError(f"cannot load {what} from the hub ({type(exc).__name__}); "
+                                "use --data synthetic or a local folder") from exc
+            notes.append(f"hub unreachable ({type(exc).__name__}); using the embedded synthetic {embedded}")
+            return None, DataSource("synthetic", auto=True)
+
 
 @dataclass
 class TaskData:
@@ -106,6 +122,11 @@ class TaskData:
 
     def __getitem__(self, name: str) -> list[dict]:
         return self.sets[name]
+
+    @property
+    def source_kind(self) -> str:
+        """``synthetic``, ``hub`` or ``local`` (``source`` without its id or path)."""
+        return self.source.split(":")[0]
 
 
 class Task:
@@ -197,12 +218,16 @@ def read_json_records(path: Path) -> list[dict]:
 
 
 def load_sibling(task_file: str, module: str):
-    """Import ``module``.py from the folder of ``task_file`` — task folders need not be packages."""
+    """Import ``module``.py from the folder of ``task_file`` — task folders need not be packages.
+    Loaded once per file: the module is keyed by its resolved path, so two folders of the same
+    name (every task's ``harness/``) never share one."""
+    import hashlib
     import importlib.util
     import sys
 
     path = Path(task_file).with_name(f"{module}.py")
-    name = f"soul_bench_task_{Path(task_file).parent.name}_{module}"
+    key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    name = f"soul_bench_task_{path.parent.name}_{module}_{key}"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)

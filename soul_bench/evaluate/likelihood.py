@@ -155,10 +155,7 @@ def generate_answers(model, tokenizer, fmt: PromptFormat, questions: list[str], 
                                 max_new_tokens=max(limits[i] for i in idx), do_sample=False,
                                 pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
         for row, i in enumerate(idx):
-            new_tokens = output[row, width:].tolist()
-            if tokenizer.eos_token_id in new_tokens:
-                new_tokens = new_tokens[: new_tokens.index(tokenizer.eos_token_id)]
-            answers[i] = tokenizer.decode(new_tokens[: limits[i]], skip_special_tokens=True).strip()
+            answers[i] = _generated_text(tokenizer, output[row, width:].tolist(), limits[i])
     return answers
 
 
@@ -188,9 +185,24 @@ def sample_continuations(model, tokenizer, fmt: PromptFormat, prompts: list[str]
                                     max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
                                     top_p=top_p, top_k=0, num_return_sequences=k, pad_token_id=pad, eos_token_id=eos)
             for row, i in enumerate(idx):
-                for j in range(k):
-                    new_tokens = output[row * k + j, width:].tolist()
-                    if eos in new_tokens:
-                        new_tokens = new_tokens[: new_tokens.index(eos)]
-                    samples[i].append(tokenizer.decode(new_tokens, skip_special_tokens=True).strip())
+                samples[i] += [_generated_text(tokenizer, output[row * k + j, width:].tolist()) for j in range(k)]
     return samples
+
+
+def _generated_text(tokenizer, new_tokens: list[int], limit: int | None = None) -> str:
+    """The text of generated ids up to EOS (at most ``limit`` of them), stripped."""
+    if tokenizer.eos_token_id in new_tokens:
+        new_tokens = new_tokens[: new_tokens.index(tokenizer.eos_token_id)]
+    return tokenizer.decode(new_tokens[:limit], skip_special_tokens=True).strip()
+
+
+def cut_to_tokens(tokenizer, texts: list[str], max_tokens: int) -> tuple[list[str], list[int]]:
+    """Each text cut to its first ``max_tokens`` tokens (decoded back, stripped) and that token
+    count (at least 1): the truth a greedy continuation with that budget is compared with, so
+    the budget does not count against recall (MUSE's VerbMem cut; copyright's continuations)."""
+    truths, budgets = [], []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+        truths.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+        budgets.append(max(len(ids), 1))
+    return truths, budgets

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from soul_bench.data import PLAIN_TEXT
 from soul_bench.errors import UserError
 from soul_bench.evaluate.corpus import corpus_probes
-from soul_bench.evaluate.likelihood import generate_answers
+from soul_bench.evaluate.likelihood import cut_to_tokens, generate_answers
 from soul_bench.evaluate.metrics import rouge_l_recall, sentence_bleu
 from soul_bench.task import DataSource, Task, TaskData, load_sibling, read_json_records
 
@@ -131,14 +131,8 @@ class Copyright(Task):
                                     "with forget.txt and retain.txt (or .jsonl rows with 'text')")
                 source = DataSource("synthetic", auto=True)
             else:
-                try:
-                    books = self._from_hub(hub_id, card.hub_configs, card.passage_words)
-                except Exception as exc:
-                    if not source.auto:
-                        raise UserError(f"cannot load {hub_id} from the hub ({type(exc).__name__}); "
-                                        "use --data synthetic or a local folder") from exc
-                    notes.append(f"hub unreachable ({type(exc).__name__}); using the embedded synthetic books")
-                    source = DataSource("synthetic", auto=True)
+                books, source = source.load_hub(lambda: self._from_hub(hub_id, card.hub_configs, card.passage_words),
+                                                hub_id, "books", notes)
         if source.kind == "synthetic":
             generated = load_sibling(__file__, "synthetic").generate_books(**generator_options)
             books = {book: generated[f"{book}_book"] for book in BOOKS}
@@ -154,7 +148,7 @@ class Copyright(Task):
         for book, rows in books.items():
             if rows is None:
                 continue
-            rows = rows[:limit] if limit else rows
+            rows = rows[:limit]  # None: all
             if not rows:
                 raise UserError(f"the {book} book from {where} has no passage of more than {MIN_CONTINUATION_WORDS} words")
             sets[f"{book}_text"] = [{"id": row["id"], "text": row["text"]} for row in rows]
@@ -212,12 +206,8 @@ class Copyright(Task):
         options = self.options["evaluation"]
         results, generations = {}, {}
         for name, set_name in PROBES.items():
-            rows = data.sets[set_name][:options.max_probes] if options.max_probes else data.sets[set_name]
-            truths, budgets = [], []
-            for row in rows:  # the truth is cut to the generation budget, so recall is not penalised by it
-                ids = tokenizer(row["continuation"], add_special_tokens=False)["input_ids"][:options.max_new_tokens]
-                truths.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
-                budgets.append(max(len(ids), 1))
+            rows = data.sets[set_name][:options.max_probes]
+            truths, budgets = cut_to_tokens(tokenizer, [row["continuation"] for row in rows], options.max_new_tokens)
             predicted = generate_answers(model, tokenizer, PLAIN_TEXT, [row["prefix"] for row in rows], budgets, batch_size)
             rouge, bleu = rouge_l_recall(predicted, truths, use_stemmer=True), sentence_bleu(predicted, truths)
             results[f"{name}/rouge_l"], results[f"{name}/bleu"] = float(np.mean(rouge)), float(np.mean(bleu))

@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from soul_bench.data import PLAIN_TEXT
 from soul_bench.errors import UserError
 from soul_bench.evaluate.corpus import corpus_probes
-from soul_bench.evaluate.likelihood import generate_answers
+from soul_bench.evaluate.likelihood import cut_to_tokens, generate_answers
 from soul_bench.evaluate.metrics import rouge_l_f1
 from soul_bench.task import DataSource, Task, TaskData, load_sibling
 
@@ -117,14 +117,7 @@ class Muse(Task):
             if split == "synthetic":
                 split = next(iter(card.hub))
             hub_id = source.hub(card.hub[split])
-            try:
-                raw = self._from_hub(hub_id)
-            except Exception as exc:
-                if not source.auto:
-                    raise UserError(f"cannot load {hub_id} from the hub ({type(exc).__name__}); "
-                                    "use --data synthetic or a local folder") from exc
-                notes.append(f"hub unreachable ({type(exc).__name__}); using the embedded synthetic books")
-                source = DataSource("synthetic", auto=True)
+            raw, source = source.load_hub(lambda: self._from_hub(hub_id), hub_id, "books", notes)
         if source.kind == "synthetic":
             raw, split = self._from_books(generator_options), "synthetic"
             if source.auto:
@@ -206,22 +199,18 @@ class Muse(Task):
     # -------------------------------------------------------------- evaluation
     def evaluate(self, model, tokenizer, fmt, data: TaskData, reference: dict | None = None, batch_size: int = 32):
         options = self.options["evaluation"]
-        cap = (lambda rows: rows[:options.max_items]) if options.max_items else (lambda rows: rows)
+        cap = options.max_items  # None: all
         results, generations = {}, {}
 
-        rows = cap(data["verbmem"])
-        truths, budgets = [], []
-        for row in rows:
-            ids = tokenizer(row["gt"], add_special_tokens=False)["input_ids"][:options.verbmem_tokens]
-            truths.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
-            budgets.append(max(len(ids), 1))
+        rows = data["verbmem"][:cap]
+        truths, budgets = cut_to_tokens(tokenizer, [row["gt"] for row in rows], options.verbmem_tokens)
         predicted = generate_answers(model, tokenizer, PLAIN_TEXT, [row["prompt"] for row in rows], budgets, batch_size)
         scores = rouge_l_f1(predicted, truths)
         results["forget/verbmem"] = 100 * float(np.mean(scores))
         generations["verbmem"] = {"rouge_l_f1": scores.tolist(), "generation": predicted}
 
         for book in ("forget", "retain"):
-            questions = cap(data.sets.get(f"knowmem_{book}") or [])
+            questions = (data.sets.get(f"knowmem_{book}") or [])[:cap]
             if not questions:
                 results[f"{book}/knowmem"] = None
                 continue
@@ -234,7 +223,7 @@ class Muse(Task):
             results[f"{book}/knowmem"] = 100 * float(np.mean(scores))
             generations[f"knowmem_{book}"] = {"rouge_l_f1": scores.tolist(), "generation": answers}
 
-        corpora = {group: cap(data.sets.get(f"privleak_{group}") or []) for group in ("forget", "retain", "holdout")}
+        corpora = {group: (data.sets.get(f"privleak_{group}") or [])[:cap] for group in ("forget", "retain", "holdout")}
         corpus_metrics, per_item = corpus_probes(model, tokenizer, PLAIN_TEXT, corpora, self.card.spec.mia,
                                                  self.card.spec.examples.max_length, batch_size)
         results.update(corpus_metrics)

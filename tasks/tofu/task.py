@@ -86,15 +86,8 @@ class Tofu(Task):
             raise UserError(f"unknown forget split '{split}'; valid: {', '.join(data_card.forget_splits)}")
         notes = []
         if source.kind == "hub":
-            try:
-                raw = self._from_hub(source.hub(data_card.hub), split)
-            except UserError:
-                raise
-            except Exception as exc:  # network / hub errors: fall back only when the user did not insist
-                if not source.auto:
-                    raise UserError(f"cannot load {source.hub(data_card.hub)} from the hub ({type(exc).__name__}); use --data synthetic or a local folder") from exc
-                notes.append(f"hub unreachable ({type(exc).__name__}); using the embedded synthetic TOFU data")
-                source = DataSource("synthetic", auto=True)
+            hub_id = source.hub(data_card.hub)
+            raw, source = source.load_hub(lambda: self._from_hub(hub_id, split), hub_id, "TOFU data", notes)
         if source.kind == "local":
             raw = self._from_folder(source.path, split)
         if source.kind == "synthetic":

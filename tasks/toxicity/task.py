@@ -24,7 +24,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from soul_bench.engine.refusals import refusal_strings
@@ -98,14 +97,9 @@ class Toxicity(Task):
         card = self.options["data"]
         notes = []
         if source.kind == "hub":
-            try:
-                raw = self._from_hub(source.hub(card.hub), card.prompts_hub, card.n_forget, card.n_prompts)
-            except Exception as exc:
-                if not source.auto:
-                    raise UserError(f"cannot load {source.hub(card.hub)} / {card.prompts_hub} from the hub "
-                                    f"({type(exc).__name__}); use --data synthetic or a local folder") from exc
-                notes.append(f"hub unreachable ({type(exc).__name__}); using the embedded synthetic world")
-                source = DataSource("synthetic", auto=True)
+            hub_id = source.hub(card.hub)
+            raw, source = source.load_hub(lambda: self._from_hub(hub_id, card.prompts_hub, card.n_forget, card.n_prompts),
+                                          f"{hub_id} / {card.prompts_hub}", "world", notes)
         if source.kind == "synthetic":
             raw = load_sibling(__file__, "synthetic").generate_toxicity(**generator_options)
             # the refusals PO trains towards, so that the embedded tokenizer has words for them
@@ -116,9 +110,8 @@ class Toxicity(Task):
         elif source.kind == "local":
             raw = self._from_folder(source.path)
         where = source.describe()
-        cap = (lambda rows: rows[:limit]) if limit else (lambda rows: rows)
-        sets = {name: _qa(cap(raw[name]), name, where) for name in QA_SETS if raw.get(name)}
-        sets["eval_prompts"] = [{"prompt": _prompt_text(row, i, where)} for i, row in enumerate(cap(raw["eval_prompts"]))]
+        sets = {name: _qa(raw[name][:limit], name, where) for name in QA_SETS if raw.get(name)}
+        sets["eval_prompts"] = [{"prompt": _prompt_text(row, i, where)} for i, row in enumerate(raw["eval_prompts"][:limit])]
         if raw.get("refusals"):
             sets["refusals"] = raw["refusals"]
         for name in ("forget", "eval_prompts"):
@@ -157,7 +150,7 @@ class Toxicity(Task):
     # -------------------------------------------------------------- evaluation
     def scorer_name(self, data: TaskData) -> str:
         scorers = self.options["evaluation"].scorer
-        return scorers.get(data.source.split(":")[0], scorers.get("default", "profanity-check"))
+        return scorers.get(data.source_kind, scorers.get("default", "profanity-check"))
 
     def scorer(self, data: TaskData):
         """The card's scorer for this data source, loaded once per task."""

@@ -73,14 +73,9 @@ class Wmdp(Task):
         forget_name, retain_name = data_card.corpora[split]
         notes = []
         if source.kind == "hub":
-            try:
-                raw = self._from_hub(source.hub(data_card.hub), forget_name, retain_name)
-            except Exception as exc:  # network / gated hub: fall back only when the user did not insist
-                if not source.auto:
-                    raise UserError(f"cannot load {source.hub(data_card.hub)} ({forget_name}, {retain_name}) from the hub "
-                                    f"({type(exc).__name__}); use --data synthetic or a local folder") from exc
-                notes.append(f"hub unreachable ({type(exc).__name__}); using the embedded synthetic WMDP world")
-                source = DataSource("synthetic", auto=True)
+            hub_id = source.hub(data_card.hub)
+            raw, source = source.load_hub(lambda: self._from_hub(hub_id, forget_name, retain_name),
+                                          f"{hub_id} ({forget_name}, {retain_name})", "WMDP world", notes)
         if source.kind == "synthetic":
             generated = load_sibling(__file__, "synthetic").generate_wmdp(**generator_options)
             raw = {"forget": generated["forget_corpus"], "retain": generated["retain_corpus"],
@@ -91,8 +86,7 @@ class Wmdp(Task):
         elif source.kind == "local":
             raw = self._from_folder(source.path, forget_name, retain_name, data_card.holdout)
         where = source.describe()
-        cap = (lambda rows: rows[:limit]) if limit else (lambda rows: rows)
-        sets = {name: _texts(cap(rows), name, where) for name, rows in raw.items() if rows is not None}
+        sets = {name: _texts(rows[:limit], name, where) for name, rows in raw.items() if rows is not None}
         sets["full"] = sets["forget"] + sets["retain"]
         return TaskData(sets=sets, source=where, forget_split=split, notes=notes)
 
@@ -119,7 +113,7 @@ class Wmdp(Task):
     # -------------------------------------------------------------- evaluation
     def evaluate(self, model, tokenizer, fmt, data: TaskData, reference: dict | None = None, batch_size: int = 32):
         cap = self.options["evaluation"].max_documents
-        corpora = {group: (data.sets.get(group) or [])[:cap] if cap else data.sets.get(group) for group in GROUPS}
+        corpora = {group: (data.sets.get(group) or [])[:cap] for group in GROUPS}
         results, per_item = corpus_probes(
             model, tokenizer, fmt, corpora, self.card.spec.mia, self.card.spec.examples.max_length, batch_size,
             missing_note=f"no holdout corpus in the task data ({data.source}): membership inference needs "
