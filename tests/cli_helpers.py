@@ -17,3 +17,12 @@ def run_cli(args, capsys):
         sys.argv = old
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def records_by_cell(out) -> dict:
+    """The records a run wrote into ``out``, by (kind, method): ("target", None), ("unlearned", "ga"), …"""
+    import json
+    from pathlib import Path
+
+    records = (json.loads(p.read_text()) for p in (Path(out) / "records").glob("*.json"))
+    return {(r["kind"], r["method"]): r for r in records}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -17,19 +16,13 @@ from soul_bench.errors import UserError  # noqa: E402
 from soul_bench.evaluate.harness import flatten_results, local_tasks, run_harness  # noqa: E402
 from soul_bench.evaluate.likelihood import answer_nll  # noqa: E402
 from soul_bench.models import build_tiny_llama, train_tokenizer  # noqa: E402
+from soul_bench.task import load_sibling  # noqa: E402
 
 HARNESS_DIR = Path(__file__).resolve().parents[1] / "tasks" / "tofu" / "harness"
 LIMIT = 6
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_data = _load(HARNESS_DIR / "make_data.py", "tofu_harness_make_data")
+make_data = load_sibling(str(HARNESS_DIR / "make_data.py"), "make_data")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ Run: ``.venv/bin/python -m pytest -q tasks/copyright/tests``. No torch.
 from __future__ import annotations
 
 import collections
-import importlib.util
 import json
 import math
 import random
@@ -16,17 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from soul_bench.task import load_sibling
+
 COPYRIGHT_DIR = Path(__file__).resolve().parents[1]
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-S = _load(COPYRIGHT_DIR / "synthetic.py", "copyright_synthetic_under_test")
+S = load_sibling(str(COPYRIGHT_DIR / "synthetic.py"), "synthetic")
 
 BOOKS = ("forget_book", "holdout_book", "retain_book")
 QAS = ("forget_qa", "retain_qa")

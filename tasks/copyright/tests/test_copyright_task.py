@@ -15,7 +15,7 @@ from soul_bench.task import DataSource
 TESTS = Path(__file__).resolve().parents[3] / "tests"
 sys.path.insert(0, str(TESTS))
 
-from cli_helpers import run_cli  # noqa: E402
+from cli_helpers import records_by_cell, run_cli  # noqa: E402
 from toy_tokenizers import sentencepiece_like  # noqa: E402
 
 TASK = load_task("copyright")
@@ -141,7 +141,7 @@ def test_micro_run_end_to_end(tmp_path, capsys):
     code, _, err = run_cli(["run", "--task", "copyright", "--preset", "micro", "--methods", "ga,idk", "--optimizers", "adamw",
                             "--steps", "3", "--out", out, "--no-progress"], capsys)
     assert code == 0, err
-    records = {(r["kind"], r["method"]): r for r in (json.loads(p.read_text()) for p in (out / "records").glob("*.json"))}
+    records = records_by_cell(out)
     assert set(records) == {("target", None), ("retain", None), ("unlearned", "ga"), ("unlearned", "idk")}
     target = records[("target", None)]
     assert target["baseline_label"] == "target (memorised the book)"

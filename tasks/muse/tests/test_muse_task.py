@@ -13,7 +13,7 @@ from soul_bench.task import DataSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
 
-from cli_helpers import run_cli  # noqa: E402
+from cli_helpers import records_by_cell, run_cli  # noqa: E402
 
 TASK = load_task("muse")
 MODULE = sys.modules[type(TASK).__module__]
@@ -126,7 +126,7 @@ def test_micro_run_end_to_end(tmp_path, capsys):
     code, _, err = run_cli(["run", "--task", "muse", "--preset", "micro", "--methods", "ga,npo", "--optimizers", "adamw",
                             "--steps", "3", "--out", out, "--no-progress"], capsys)
     assert code == 0, err
-    records = {(r["kind"], r["method"]): r for r in (json.loads(p.read_text()) for p in (out / "records").glob("*.json"))}
+    records = records_by_cell(out)
     assert set(records) == {("target", None), ("retain", None), ("unlearned", "ga"), ("unlearned", "npo")}
     target = records[("target", None)]
     for key in ("forget/verbmem", "forget/knowmem", "retain/knowmem", "mia/privleak", "retain/ppl"):

@@ -14,10 +14,11 @@ format does), ``gold`` (index of the true answer), ``answer``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 from pathlib import Path
+
+from soul_bench.task import load_sibling
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "tofu_mc.jsonl"
@@ -25,11 +26,7 @@ SETS = ("real_authors_perturbed", "world_facts_perturbed")
 
 
 def _synthetic():
-    path = HERE.parent / "synthetic.py"
-    spec = importlib.util.spec_from_file_location("soul_bench_task_tofu_synthetic_for_harness", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_sibling(str(HERE.parent / "synthetic.py"), "synthetic")
 
 
 def make_rows() -> list[dict]:

@@ -7,7 +7,6 @@ Run: ``.venv/bin/python -m pytest -q tasks/toxicity/tests``. No torch; the score
 from __future__ import annotations
 
 import collections
-import importlib.util
 import itertools
 import json
 import re
@@ -16,17 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from soul_bench.task import load_sibling
+
 TOXICITY_DIR = Path(__file__).resolve().parents[1]
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-S = _load(TOXICITY_DIR / "synthetic.py", "toxicity_synthetic_under_test")
+S = load_sibling(str(TOXICITY_DIR / "synthetic.py"), "synthetic")
 
 SETS = ("forget", "retain", "eval_prompts", "clean_eval")
 PREFIX = {"forget": "forget", "retain": "retain", "eval_prompts": "eval", "clean_eval": "clean"}

@@ -5,7 +5,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from soul_bench.errors import UserError
@@ -14,7 +13,7 @@ from soul_bench.task import DataSource, load_sibling
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
 
-from cli_helpers import run_cli  # noqa: E402
+from cli_helpers import records_by_cell, run_cli  # noqa: E402
 
 TASK = load_task("toxicity")
 TASK_FILE = str(Path(__file__).resolve().parents[1] / "task.py")
@@ -114,7 +113,7 @@ def test_micro_run_end_to_end(tmp_path, capsys):
     code, _, err = run_cli(["run", "--task", "toxicity", "--preset", "micro", "--methods", "po,npo", "--optimizers", "adamw",
                             "--steps", "3", "--out", out, "--no-progress"], capsys)
     assert code == 0, err
-    records = {(r["kind"], r["method"]): r for r in (json.loads(p.read_text()) for p in (out / "records").glob("*.json"))}
+    records = records_by_cell(out)
     assert set(records) == {("target", None), ("retain", None), ("unlearned", "po"), ("unlearned", "npo")}
     target = records[("target", None)]["metrics"]
     for key in ("toxicity/expected_max", "toxicity/probability", "toxicity/mean", "forget/toxicity", "clean/ppl"):

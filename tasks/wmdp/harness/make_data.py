@@ -13,20 +13,17 @@ supplies it), ``answer`` (index of the true value).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from soul_bench.task import load_sibling
 
 HERE = Path(__file__).resolve().parent
 FILES = {"hazard_mcq": HERE / "wmdp_syn_hazard.jsonl", "general_mcq": HERE / "wmdp_syn_general.jsonl"}
 
 
 def _synthetic():
-    path = HERE.parent / "synthetic.py"
-    spec = importlib.util.spec_from_file_location("soul_bench_task_wmdp_synthetic_for_harness", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_sibling(str(HERE.parent / "synthetic.py"), "synthetic")
 
 
 def make_rows() -> dict[str, list[dict]]:

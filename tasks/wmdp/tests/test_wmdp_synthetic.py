@@ -6,7 +6,6 @@ Run: ``.venv/bin/python -m pytest -q tasks/wmdp/tests``.
 from __future__ import annotations
 
 import collections
-import importlib.util
 import inspect
 import json
 import re
@@ -15,20 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from soul_bench.task import load_sibling
+
 WMDP_DIR = Path(__file__).resolve().parents[1]
 HARNESS_DIR = WMDP_DIR / "harness"
 TASKS = {"wmdp_syn_hazard": "hazard_mcq", "wmdp_syn_general": "general_mcq"}
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-S = _load(WMDP_DIR / "synthetic.py", "wmdp_synthetic_under_test")
-make_data = _load(HARNESS_DIR / "make_data.py", "wmdp_harness_make_data_under_test")
+S = load_sibling(str(WMDP_DIR / "synthetic.py"), "synthetic")
+make_data = load_sibling(str(HARNESS_DIR / "make_data.py"), "make_data")
 
 CORPORA = ("forget_corpus", "retain_corpus", "holdout_corpus")
 MCQS = ("hazard_mcq", "general_mcq")

@@ -105,13 +105,13 @@ def test_local_corpora_in_the_upstream_layout(tmp_path):
 
 def test_micro_run_end_to_end(tmp_path, capsys):
     sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
-    from cli_helpers import run_cli
+    from cli_helpers import records_by_cell, run_cli
 
     out = tmp_path / "out"
     code, _, err = run_cli(["run", "--task", "wmdp", "--preset", "micro", "--methods", "rmu,ga", "--optimizers", "adamw",
                             "--steps", "3", "--out", out, "--no-progress"], capsys)
     assert code == 0, err
-    records = {(r["kind"], r["method"]): r for r in (json.loads(p.read_text()) for p in (out / "records").glob("*.json"))}
+    records = records_by_cell(out)
     assert set(records) == {("target", None), ("retain", None), ("unlearned", "rmu"), ("unlearned", "ga")}
     target = records[("target", None)]
     assert target["baseline_label"] == "target (knows the hazard)"
