@@ -90,8 +90,13 @@ class Ranking(Strict):
 
 
 class PromptSpec(Strict):
+    """How a QA example becomes a prompt (``soul_bench.data.PromptFormat``): a template with a
+    ``{question}`` field and the text between prompt and answer, or ``"chat"`` for the model's
+    chat template with an optional system prompt (the template's border decides there)."""
+
     template: str = "Question: {question}\nAnswer:"
     answer_prefix: str = " "
+    system_prompt: str | None = None
 
 
 class ExamplesSpec(Strict):

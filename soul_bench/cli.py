@@ -42,7 +42,9 @@ def run(
     epochs: Optional[float] = typer.Option(None, help="unlearning epochs over the forget set per cell"),
     batch_size: Optional[int] = typer.Option(None, help="forget (and retain) batch size"),
     limit: Optional[int] = typer.Option(None, help="cap every data set at this many items (quick runs on real data)"),
-    prompt_template: Optional[str] = typer.Option(None, help="prompt with a {question} field, or 'chat'"),
+    prompt_template: Optional[str] = typer.Option(None, help="prompt with a {question} field, or 'chat' (\\n, \\t are read as newline, tab)"),
+    answer_prefix: Optional[str] = typer.Option(None, help="text between a plain template's prompt and the answer (default: the card's, ' ')"),
+    system_prompt: Optional[str] = typer.Option(None, help="system message for --prompt-template chat (default: none, so the template's own)"),
     max_length: Optional[int] = typer.Option(None, help="tokens per example / text window (default: the task card's examples.max_length)"),
     hparam: Optional[list[str]] = typer.Option(None, help="NAME.KEY=VALUE hyper-parameter of a method or optimiser, e.g. npo.beta=0.2 or sophia.rho=0.03 (repeatable)"),
     harness_tasks: Optional[str] = typer.Option(None, help="comma-separated lm-eval tasks for utility ('' = none); default: the task card's"),
@@ -57,13 +59,24 @@ def run(
     overrides = dict(task=task, methods=split_csv(methods), optimizers=split_csv(optimizers),
                      seeds=[_int(s, "seed") for s in split_csv(seeds)] if seeds else None, forget_split=forget_split,
                      model=model, retain_model=retain_model, data=data, preset=preset, out=out, device=device,
-                     lr=lr, steps=steps, epochs=epochs, batch_size=batch_size, limit=limit, prompt_template=prompt_template,
+                     lr=lr, steps=steps, epochs=epochs, batch_size=batch_size, limit=limit, prompt_template=unescape(prompt_template),
+                     answer_prefix=unescape(answer_prefix), system_prompt=unescape(system_prompt),
                      max_length=max_length, tasks_dirs=tasks_dir or None, show_progress=False if no_progress else None,
                      harness_tasks=split_csv(harness_tasks), harness_limit=harness_limit, shard=shard)
     spec = build_spec(config, overrides)
     for target, name, key, value in _parse_hparams(hparam or []):
         getattr(spec, target).setdefault(name, {})[key] = value
     Runner(spec, console).run()
+
+
+def unescape(text: str | None) -> str | None:
+    r"""A shell does not turn a typed \n into a newline: read \n, \t and \\ in a prompt flag as the
+    characters they name (a YAML config writes real ones)."""
+    if text is None:
+        return None
+    import re
+
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
 def _parse_hparams(items: list[str]) -> list[tuple[str, str, str, object]]:
@@ -253,6 +266,65 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
+# --------------------------------------------------------------------------- TOFU eval logs in / out
+# (defined before the __main__ guard so that `python -m soul_bench.cli` has them too)
+
+
+@app.command("import")
+def import_(
+    path: Path = typer.Argument(..., help="TOFU eval logs: a folder of eval_log*.json (or a model folder with "
+                                          "eval_results/ds_size*/), eval_log_aggregated.json, an open-unlearning "
+                                          "TOFU_EVAL.json, or a folder of such folders (one record each)"),
+    name: str = typer.Option(..., help="row label of the imported result, e.g. the method's name"),
+    out: Path = typer.Option(..., help="run folder to write the records into (RUN_DIR/records/)"),
+    retain: Optional[Path] = typer.Option(None, help="the retain model's logs (same formats): forget quality is the "
+                                                     "KS test against them; without it, forget quality is empty"),
+    seed: Optional[int] = typer.Option(None, help="seed of the imported run (imports of one --name share a row)"),
+    forget_split: Optional[str] = typer.Option(None, help="forget split of the logs (default: the forgetXX in PATH)"),
+):
+    """Import TOFU eval logs (locuslab/tofu or open-unlearning) as records; TOFU's metrics are
+    recomputed by the tofu task's own functions. `soul-bench report RUN_DIR` shows them."""
+    from soul_bench.interop.tofu_logs import import_records
+    from soul_bench.results import record_path, write_json_atomic
+
+    records = import_records(path, retain, name=name, seed=seed, forget_split=forget_split)
+    for record in records:  # everything was read and checked above: bad input writes nothing
+        write_json_atomic(record_path(out, record["cell_id"]), record)
+    for record in records:
+        fq = record["metrics"]["forget_quality"]
+        console.print(f"{record['method']} (imported): model utility {_shown(record['metrics']['model_utility'])}, "
+                      f"forget quality {_shown(fq) if fq is not None else '— (no --retain)'}", highlight=False)
+    console.print(f"wrote {len(records)} record(s) to {out / 'records'}; see them with: soul-bench report {out}",
+                  soft_wrap=True, highlight=False)
+
+
+@app.command("export")
+def export(
+    run_dir: Path = typer.Argument(..., help="a run folder (holds records/) with TOFU records"),
+    out: Path = typer.Option(..., help="where to write one TOFU eval-log folder per record"),
+):
+    """Write each TOFU record as TOFU eval logs (eval_log*.json + eval_log_aggregated.json), readable
+    by TOFU's aggregate_eval_stat.py."""
+    from soul_bench.interop.tofu_logs import export_records
+    from soul_bench.report.leaderboard import load_records
+
+    if not (run_dir / "records").is_dir():
+        raise UserError(f"'{run_dir}' has no records/ folder; give the --out folder of a soul-bench run")
+    try:
+        records = load_records(run_dir)
+    except ValueError as exc:  # LeaderboardError: a corrupt record
+        raise UserError(str(exc)) from exc
+    written, skipped = export_records(records, out)
+    if skipped:
+        console.print(f"skipped {len(skipped)} record(s) without results: {', '.join(skipped)}", soft_wrap=True,
+                      highlight=False)
+    console.print(f"wrote TOFU eval logs of {len(written)} record(s) to {out}/<cell id>/", soft_wrap=True, highlight=False)
+
+
+def _shown(value) -> str:
+    return "—" if value is None else f"{value:.4g}"
 
 
 if __name__ == "__main__":

@@ -28,14 +28,24 @@ different first token) — and the same goes for text after a chat template.
   whole answer stays scored, together with the merged token's bit of prompt text;
   generation (which cannot know the answer) then starts from the prompt's own ids. A
   prompt ending in whitespace invites such merges: put the space in ``answer_prefix``.
-* BOS: first whenever the tokenizer has one (its post-processor's, else prepended);
+* BOS: first whenever the tokenizer has one (its post-processor's, else prepended) — never
+  doubled, also when a template holds the BOS text itself (``"<s>[INST] …"``);
   ``template="chat"`` tokenises the rendered template without special tokens, since chat
-  templates carry their own BOS — never doubled. The answer follows the rendered
-  generation prompt as plain text (not rendered as an assistant turn), so the labels end
-  with EOS, not the template's end-of-turn marker, exactly what generation stops at.
+  templates carry their own BOS.
+* Chat (``template="chat"``, as open-unlearning's ``preprocess_chat_instance``): the prompt is
+  the conversation (optional system message, the user's question) rendered with the
+  generation prompt; the full text is the same conversation with the assistant's answer,
+  rendered by the template itself. The labels are what follows the prompt in it: the answer
+  exactly as the template places it (no ``answer_prefix``: after ``assistant\n`` the model
+  writes ``The``, not ``ĠThe``) and the template's end-of-turn marker (``<|im_end|>``,
+  ``<|eot_id|>``, ``</s>``) — what the model produces before it stops. Whitespace the
+  template puts after that marker is not the model's to predict and is left out. Templates
+  that insert today's date (Llama-3.x) get a pinned ``date_string``, so prompts do not change
+  from day to day. A template whose full conversation does not start with its generation
+  prompt falls back to prompt + answer + EOS.
 * EOS: ``eos_token_id`` is appended after the answer unless the full ids already end with
-  it (a tokenizer that appends EOS itself); a tokenizer-appended EOS is dropped from the
-  generation prompt.
+  it (a tokenizer that appends EOS itself) or a chat template closed the turn with its own
+  marker; a tokenizer-appended EOS is dropped from the generation prompt.
 """
 
 from __future__ import annotations
@@ -47,28 +57,77 @@ import torch
 IGNORE_INDEX = -100
 
 
+# Llama-3.x chat templates render today's date unless given one; open-unlearning pins this
+# value in its model configs (configs/model/Llama-3.2-1B-Instruct.yaml), so its TOFU models
+# were fine-tuned with it.
+PINNED_DATE = "10 Apr 2025"
+
+
 @dataclass(frozen=True)
 class PromptFormat:
     """How a question becomes a prompt. ``template`` has one ``{question}`` field; the answer
-    follows after ``answer_prefix``. ``template="chat"`` uses the tokenizer's chat template."""
+    follows after ``answer_prefix``. ``template="chat"`` uses the tokenizer's chat template,
+    with ``system_prompt`` as a system message (None: no system message, so the template's own
+    default, if it has one, applies) and ``date_string`` for templates that print a date."""
 
     template: str = "Question: {question}\nAnswer:"
     answer_prefix: str = " "
+    system_prompt: str | None = None
+    date_string: str = PINNED_DATE
+
+    @property
+    def is_chat(self) -> bool:
+        return self.template == "chat"
+
+    def identity(self) -> dict:
+        """What a record's identity holds of the format: the chat settings only in chat mode,
+        so records of plain-template runs keep the ids they had before chat settings existed."""
+        fields = {"template": self.template, "answer_prefix": self.answer_prefix}
+        if self.is_chat:
+            fields.update(system_prompt=self.system_prompt, date_string=self.date_string)
+        return fields
+
+    def _conversation(self, question: str, answer: str | None = None) -> list[dict]:
+        messages = [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
+        messages.append({"role": "user", "content": question})
+        if answer is not None:
+            messages.append({"role": "assistant", "content": answer})
+        return messages
+
+    def _render(self, tokenizer, messages: list[dict], generation_prompt: bool) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
+                                             date_string=self.date_string)
 
     def prompt(self, tokenizer, question: str) -> str:
-        if self.template == "chat":
-            return tokenizer.apply_chat_template(
-                [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-            )
+        if self.is_chat:
+            return self._render(tokenizer, self._conversation(question), generation_prompt=True)
         return self.template.format(question=question)
+
+    def answer_text(self, tokenizer, question: str, answer: str) -> tuple[str, bool]:
+        """(the text that follows :meth:`prompt` when the model answers, whether it already
+        closes the answer with an end-of-turn marker) — see the module docstring."""
+        if not self.is_chat:
+            return self.answer_prefix + answer, False
+        prompt = self.prompt(tokenizer, question)
+        full = self._render(tokenizer, self._conversation(question, answer), generation_prompt=False)
+        if not full.startswith(prompt):
+            return answer, False
+        rest = full[len(prompt):].rstrip()
+        # closed: the template wrote something after the answer (its end-of-turn marker)
+        answer_end = answer.strip()
+        return rest, bool(rest) and (not answer_end or not rest.endswith(answer_end))
 
 
 def _encode_text(tokenizer, fmt: PromptFormat, text: str) -> list[int]:
-    """Ids of ``text`` with BOS when the tokenizer adds one (chat templates carry their own)."""
-    add_special = fmt.template != "chat"
+    """Ids of ``text`` with one BOS when the tokenizer adds one (chat templates carry their own)."""
+    add_special = not fmt.is_chat
     ids = tokenizer(text, add_special_tokens=add_special)["input_ids"]
-    if add_special and tokenizer.bos_token_id is not None and (not ids or ids[0] != tokenizer.bos_token_id):
-        ids = [tokenizer.bos_token_id] + ids
+    bos = tokenizer.bos_token_id
+    if add_special and bos is not None:
+        if not ids or ids[0] != bos:
+            ids = [bos] + ids
+        elif len(ids) > 1 and ids[1] == bos and not text.startswith(2 * str(tokenizer.bos_token)):
+            ids = ids[1:]  # the template's own BOS text after the tokenizer's BOS
     return ids
 
 
@@ -81,8 +140,9 @@ def _prompt_ids(tokenizer, fmt: PromptFormat, prompt: str) -> list[int]:
     return ids
 
 
-def _encode_border(tokenizer, fmt: PromptFormat, prompt: str, rest: str) -> tuple[list[int], int]:
-    """(ids of ``prompt + rest``, ending in EOS; index of the first labelled id)."""
+def _encode_border(tokenizer, fmt: PromptFormat, prompt: str, rest: str, closed: bool = False) -> tuple[list[int], int]:
+    """(ids of ``prompt + rest``, ending in EOS unless ``closed`` (a chat template's end-of-turn
+    marker ends ``rest``); index of the first labelled id)."""
     prompt_ids = _prompt_ids(tokenizer, fmt, prompt)
     ids = _encode_text(tokenizer, fmt, prompt + rest)
     start = 0
@@ -90,14 +150,15 @@ def _encode_border(tokenizer, fmt: PromptFormat, prompt: str, rest: str) -> tupl
         if a != b:
             break
         start += 1
-    if not ids or ids[-1] != tokenizer.eos_token_id or len(ids) == start:
+    if not closed and (not ids or ids[-1] != tokenizer.eos_token_id or len(ids) == start):
         ids = ids + [tokenizer.eos_token_id]
     return ids, start
 
 
 def _encode_full(tokenizer, fmt: PromptFormat, question: str, answer: str) -> tuple[list[int], int]:
-    """(ids of prompt + answer_prefix + answer, ending in EOS; index of the first labelled id)."""
-    return _encode_border(tokenizer, fmt, fmt.prompt(tokenizer, question), fmt.answer_prefix + answer)
+    """(ids of the prompt and the answer after it, ending the turn; index of the first labelled id)."""
+    rest, closed = fmt.answer_text(tokenizer, question, answer)
+    return _encode_border(tokenizer, fmt, fmt.prompt(tokenizer, question), rest, closed)
 
 
 def encode_prompt(tokenizer, fmt: PromptFormat, question: str) -> list[int]:

@@ -111,7 +111,7 @@ def prepare_embedded(task: Task, data: TaskData, recipe: dict, fmt, device: torc
         shapes = {name: examples_spec.shape_of(name) for name in names}
         # the shapes enter the key only when they are not plain QA, so QA tasks keep their cache keys
         shape_key = () if set(shapes.values()) == {"qa"} and examples_spec.max_length is None else (shapes, examples_spec.max_length)
-        keys[stage] = content_hash(stage, recipe["model"], recipe["vocab_size"], fmt, stage_train,
+        keys[stage] = content_hash(stage, recipe["model"], recipe["vocab_size"], fmt.identity(), stage_train,
                                    keys.get(parent, parent), examples, texts, *shape_key)
         folder = root / f"{stage}-{keys[stage]}"
         paths[stage] = folder

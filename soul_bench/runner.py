@@ -16,7 +16,7 @@ import torch
 from rich.console import Console
 
 from soul_bench import registry
-from soul_bench.data import encode_rows
+from soul_bench.data import IGNORE_INDEX, encode_rows
 from soul_bench.engine.loop import LoopSettings, run_loop, run_one_shot
 from soul_bench.engine.refusals import with_refusals
 from soul_bench.engine.optimizers import build_optimizer, optimizer_defaults, weight_decay_groups
@@ -108,13 +108,14 @@ class Runner:
                 self.one_shot[optimizer] = getattr(built, "one_shot", False)
         self.check_methods_fit_shape()
         self.device = resolve_device(spec.device)
-        self.fmt = self.task.prompt_format(spec.prompt_template)
+        self.fmt = self.task.prompt_format(spec.prompt_template, spec.answer_prefix, spec.system_prompt)
         for flag, path in (("--model", spec.model), ("--retain-model", spec.retain_model)):
             check_model_path(flag, path)
         self.out = Path(spec.out)
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out '{self.out}' is an existing file; give a folder (new, or one of an earlier run to resume)")
         self.cell_ids: list[str] = []  # the records this sweep owns (an out dir may hold older ones)
+        self.prompt_example: dict | None = None  # set from the first tokenizer loaded (render_example)
 
     # ------------------------------------------------------------ setup
     def load_data_and_models(self):
@@ -174,13 +175,31 @@ class Runner:
     def load(self, path: str):
         model, tokenizer = load_model(path, self.device)
         model.eval()
+        if self.prompt_example is None:
+            self.prompt_example = self.render_example(tokenizer)
         return model, tokenizer
+
+    def render_example(self, tokenizer) -> dict | None:
+        """The first forget example as the model sees it — the rendered prompt (a chat template's
+        system prompt and date included) and the labelled text after it — kept in every record,
+        so what was asked is never a guess."""
+        rows = self.data["forget"]
+        if not rows:
+            return None
+        examples = self.task.card.spec.examples
+        ids, labels = encode_rows(tokenizer, self.fmt, rows[:1], examples.shape_of("forget"), examples.max_length)[0]
+        start = next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(labels))
+        example = {"prompt": tokenizer.decode(ids[:start]), "labelled": tokenizer.decode(ids[start:])}
+        if self.fmt.is_chat:
+            self.console.print(f"chat prompt of the first forget item: {example['prompt']!r}", soft_wrap=True,
+                               highlight=False)
+        return example
 
     # ------------------------------------------------------------ records
     def base_record(self, kind: str, method=None, optimizer=None, seed=None, extra=None) -> dict:
         identity = {"task": self.task.name, "forget_split": self.data.forget_split, "data": self.data.source,
                     "limit": self.spec.limit, "model": self.target_path, "retain_model": self.retain_path,
-                    "prompt": dataclasses.asdict(self.fmt), "evaluation": self.task.card.section("evaluation"),
+                    "prompt": self.fmt.identity(), "evaluation": self.task.card.section("evaluation"),
                     "harness": {"tasks": self.harness_tasks(), "limit": self.spec.harness_limit},
                     "kind": kind, "method": method, "optimizer": optimizer, "seed": seed, **(extra or {})}
         if self.spec.max_length is not None:  # only when set, so the records of earlier runs keep their ids
@@ -236,7 +255,8 @@ class Runner:
         timings["harness_s"] = time.perf_counter() - tick
         if harness_details:
             record["harness"] = harness_details
-        record.update(status="ok", error=None, metrics=metrics, per_item=per_item, environment=environment())
+        record.update(status="ok", error=None, metrics=metrics, per_item=per_item, environment=environment(),
+                      prompt_example=self.prompt_example)
         write_json_atomic(record_path(self.out, record["cell_id"]), record)
         return record
 

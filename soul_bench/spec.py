@@ -30,7 +30,9 @@ class SweepSpec(BaseModel):
     out: Path = Path("runs/latest")
     device: str = "auto"
     limit: int | None = Field(default=None, ge=1)
-    prompt_template: str | None = None
+    prompt_template: str | None = None  # a template with {question}, or "chat"; None = the card's
+    answer_prefix: str | None = None    # text between prompt and answer (plain templates); None = the card's
+    system_prompt: str | None = None    # chat template's system message; None = the card's (or none)
     max_length: int | None = Field(default=None, ge=8)  # tokens per example / text window; None = the card's
     eval_batch_size: int = Field(default=32, ge=1)
     tasks_dirs: list[str] = Field(default_factory=list)

@@ -66,12 +66,17 @@ class DataSource:
 
     kind: str
     path: Path | None = None
-    auto: bool = False  # chosen by soul-bench, not the user: may fall back to synthetic
+    auto: bool = False  # chosen by soul-bench, not the user: a hub source may fall back to synthetic
     hub_id: str | None = None  # "hub:ID": this hub dataset instead of the card's
 
     @classmethod
     def parse(cls, text: str | None, have_model: bool) -> "DataSource":
-        if text in (None, "", "auto"):
+        """No ``--data``: the embedded synthetic data with the embedded model; with a real model the
+        task's hub data and nothing else — synthetic data would make a real model's numbers
+        meaningless, so that fallback happens only when asked for (``--data auto``)."""
+        if text in (None, ""):
+            return cls("hub") if have_model else cls("synthetic", auto=True)
+        if text == "auto":
             return cls("hub", auto=True) if have_model else cls("synthetic", auto=True)
         if text in ("synthetic", "hub"):
             return cls(text)
@@ -105,10 +110,11 @@ class DataSource:
             raise
         except Exception as exc:  # network / gated hub
             if not self.auto:
-                raise UserError(f"cannot load {what} from the hub ({type(exc).__name__}); "
-                                "use --data synthetic or a local folder") from exc
-            notes.append(f"hub unreachable ({type(exc).__name__}); using the embedded synthetic {embedded}")
-            return None, DataSource("synthetic", auto=True)
+                raise UserError(f"cannot load {what} from the hub ({type(exc).__name__}); give --data FOLDER "
+                                "(files in the upstream layout), --data synthetic, or --data auto to fall back "
+                                "to the embedded synthetic data") from exc
+            notes.append(f"hub unreachable ({type(exc).__name__}); --data auto: using the embedded synthetic {embedded}")
+            return None, DataSource("synthetic")  # (its note is the one above)
 
 
 @dataclass
@@ -144,9 +150,11 @@ class Task:
         self.options = {section: parse_section(getattr(card.spec, section), model, card.folder / "task.yaml", section)
                         for section, model in self.section_models.items()}
 
-    def prompt_format(self, override: str | None = None) -> PromptFormat:
+    def prompt_format(self, template: str | None = None, answer_prefix: str | None = None,
+                      system_prompt: str | None = None) -> PromptFormat:
+        """The card's prompt section, with a run's overrides (None = the card's)."""
         prompt = self.card.section("prompt")
-        template = override or prompt.get("template", PromptFormat.template)
+        template = template or prompt.get("template", PromptFormat.template)
         if template != "chat":
             try:
                 template.format(question="")
@@ -156,7 +164,13 @@ class Task:
             if "{question}" not in template:
                 raise UserError(f"prompt template {template!r} has no {{question}} field: the question would be dropped; "
                                 "e.g. 'Q: {question} A:' or 'chat'")
-        return PromptFormat(template=template, answer_prefix=prompt.get("answer_prefix", PromptFormat.answer_prefix))
+        system = system_prompt if system_prompt is not None else prompt.get("system_prompt")
+        if system is not None and template != "chat":
+            raise UserError(f"a system prompt needs the chat template (--prompt-template chat); the template {template!r} "
+                            "has no system turn: write the text into the template instead")
+        return PromptFormat(template=template,
+                            answer_prefix=answer_prefix if answer_prefix is not None else prompt.get("answer_prefix", " "),
+                            system_prompt=system)
 
     def load_data(self, source: DataSource, forget_split: str | None, limit: int | None, generator_options: dict) -> TaskData:
         raise NotImplementedError

@@ -25,6 +25,7 @@ FLAG_CASES = [
     (["--prompt-template", "Q: {quest}"], "is not a valid format string"),
     (["--prompt-template", "Q: {question"], "is not a valid format string"),
     (["--max-length", "4"], "bad setting 'max_length': Input should be greater than or equal to 8"),
+    (["--system-prompt", "Be brief."], "a system prompt needs the chat template"),
 ]
 
 CONFIG_CASES = [
@@ -40,6 +41,7 @@ CONFIG_CASES = [
     ({"method_hparams": {"npo": {"beta": "high"}}}, "npo.beta must be a number"),
     ({"optimizer_hparams": {"sophia": {"bias_correction": 1}}}, "sophia.bias_correction must be true or false"),
     ({"optimizer_hparams": {"adamw": {"betas": [0.9]}}}, "adamw.betas must be a list of 2 numbers"),
+    ({"prompt_template": "Q: {question}", "system_prompt": "Be brief."}, "a system prompt needs the chat template"),
 ]
 
 

@@ -148,11 +148,14 @@ def test_real_tofu_local_folder_end_to_end(tmp_path, capsys):
 
 def test_hparam_flag_reaches_the_record(tmp_path, capsys):
     out = tmp_path / "out"
+    # a template typed in a shell: \n arrives as backslash + n and must be read as a newline
     code, _, err = run_cli(["run", "--methods", "npo", "--optimizers", "sophia", "--hparam", "npo.beta=0.25",
-                            "--hparam", "sophia.rho=0.03", "--harness-tasks", "", "--out", out, *MICRO], capsys)
+                            "--hparam", "sophia.rho=0.03", "--harness-tasks", "", "--out", out,
+                            "--prompt-template", r"Question: {question}\nAnswer:", *MICRO], capsys)
     assert code == 0, err
     record = json.loads(next((out / "records").glob("*npo-sophia*.json")).read_text())
     assert record["spec"]["hparams"]["method"]["beta"] == 0.25 and record["spec"]["hparams"]["optimizer"]["rho"] == 0.03
+    assert record["spec"]["prompt"]["template"] == "Question: {question}\nAnswer:"
 
 
 @pytest.mark.parametrize("item, message", [("npo.beta", "must look like NAME.KEY=VALUE"),

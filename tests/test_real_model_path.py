@@ -53,16 +53,28 @@ def test_local_model_folders_with_upstream_files(hf_folders, tmp_path, capsys):
     assert 0.0 <= unlearned["metrics"]["forget_quality"] <= 1.0
     assert unlearned["metrics"]["mia/min_k_auc"] is not None  # local files carry holdout10.json
     assert not any(k.startswith("harness/") for k in unlearned["metrics"])  # no harness tasks for local data
+    first = json.loads((data / "forget10.json").read_text())[0]
+    for record in records.values():  # what the model was asked, rendered, in every record
+        example = record["prompt_example"]
+        assert example["prompt"].endswith(f"Question: {first['question']}\nAnswer:")
+        assert example["labelled"].strip().startswith(first["answer"].strip())
 
 
-def test_model_without_data_falls_back_to_synthetic_when_the_hub_is_offline(hf_folders, tmp_path, capsys, monkeypatch):
+def test_model_without_data_never_swaps_in_synthetic_data_unasked(hf_folders, tmp_path, capsys, monkeypatch):
+    """A real model with no --data means the task's hub data: offline that is one clear line and
+    nothing written — a real model's numbers on synthetic data would be meaningless. --data auto
+    asks for the fallback, and gets it with a note."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     target, retain = hf_folders
-    code, stdout, err = run_cli(["run", "--model", target, "--retain-model", retain, "--methods", "ga", "--optimizers", "adamw",
-                                 "--steps", "1", "--out", tmp_path / "out", "--no-progress"], capsys)
+    args = ["run", "--model", target, "--retain-model", retain, "--methods", "ga", "--optimizers", "adamw",
+            "--steps", "1", "--no-progress"]
+    code, _, err = run_cli(args + ["--out", tmp_path / "refused"], capsys)
+    assert code == 2 and "--data auto" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "refused").exists()
+    code, stdout, err = run_cli(args + ["--data", "auto", "--out", tmp_path / "out"], capsys)
     assert code == 0, err
-    assert "hub unreachable" in stdout
+    assert "hub unreachable" in stdout and "no --data" not in stdout
 
 
 def test_missing_model_folder_is_one_line_exit_2(tmp_path, capsys):

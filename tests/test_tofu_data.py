@@ -45,6 +45,7 @@ def test_unreachable_hub_falls_back_to_synthetic_with_a_note(tofu, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     data = tofu.load_data(DataSource("hub", auto=True), None, None, {"n_authors": 10, "questions_per_author": 3})
     assert data.source == "synthetic" and any("hub unreachable" in note for note in data.notes)
+    assert not any("no --data" in note for note in data.notes)  # the user gave a model and asked for auto
 
 
 def test_explicit_hub_failure_is_a_user_error(tofu, monkeypatch):

@@ -9,7 +9,7 @@ import torch
 from toy_tokenizers import sentencepiece_like
 from transformers import PreTrainedTokenizerFast
 
-from soul_bench.data import IGNORE_INDEX, PromptFormat, answer_length, encode_examples, encode_prompt, encode_qa
+from soul_bench.data import IGNORE_INDEX, PINNED_DATE, PromptFormat, answer_length, encode_examples, encode_prompt, encode_qa
 from soul_bench.evaluate.likelihood import generate_answers
 from soul_bench.models import train_tokenizer
 
@@ -26,8 +26,12 @@ PAIRS = [
     ("Spaces?", "  two leading spaces"),
 ]
 CORPUS = [f"Question: {q}\nAnswer: {a}" for q, a in PAIRS] * 4
-CHAT_TOKENS = ["<|user|>", "<|end|>", "<|assistant|>"]
-CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|user|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+CHAT_TOKENS = ["<|system|>", "<|user|>", "<|end|>", "<|assistant|>"]
+# zephyr-like: BOS, one "<|role|>\n content <|end|>\n" block per message; the template's own
+# default system prompt when none is given (as SmolLM2's); the date when the template is told one
+CHAT_TEMPLATE = ("{{ bos_token }}{% if messages[0]['role'] != 'system' %}<|system|>\nYou are Toy.<|end|>\n{% endif %}"
+                 "{% if date_string is defined %}<|system|>\nToday: {{ date_string }}<|end|>\n{% endif %}"
+                 "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 
 
@@ -112,17 +116,82 @@ def test_tokenizer_that_appends_eos_gets_one_eos():
     assert _start(labels) == len(prompt) and ids[: len(prompt)] == prompt
 
 
+def _rendered(tokenizer, fmt, question, answer=None):
+    messages = ([{"role": "system", "content": fmt.system_prompt}] if fmt.system_prompt is not None else [])
+    messages += [{"role": "user", "content": question}] + ([{"role": "assistant", "content": answer}] if answer is not None else [])
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=answer is None,
+                                         date_string=fmt.date_string)
+
+
 @pytest.mark.parametrize("layout", ["llama2", "metaspace"])
-def test_chat_template_labels_follow_the_rendered_prompt(layout):
-    tokenizer, fmt = _chat(layout), PromptFormat(template="chat")
+@pytest.mark.parametrize("system_prompt", [None, "Answer briefly."])
+def test_chat_labels_are_the_joint_tokenisation_of_the_rendered_conversation(layout, system_prompt):
+    """open-unlearning's preprocess_chat_instance: the conversation with the answer is rendered by
+    the template and tokenised once; labels are its ids after the generation prompt — the answer
+    as the model writes it after ``<|assistant|>\n`` (no space before it) and the template's
+    end-of-turn marker, not the newline after it and no EOS the template did not write."""
+    tokenizer, fmt = _chat(layout), PromptFormat(template="chat", system_prompt=system_prompt)
+    end = tokenizer.convert_tokens_to_ids("<|end|>")
     for question, answer in PAIRS:
-        ids, labels, prompt = _check_single_pass(tokenizer, fmt, question, answer)
+        ids, labels = encode_qa(tokenizer, fmt, question, answer)
+        prompt = encode_prompt(tokenizer, fmt, question)
+        joint = tokenizer(_rendered(tokenizer, fmt, question, answer).rstrip(), add_special_tokens=False)["input_ids"]
+        assert ids == joint
+        assert prompt == tokenizer(_rendered(tokenizer, fmt, question), add_special_tokens=False)["input_ids"]
+        assert ids[: len(prompt)] == prompt and labels == [IGNORE_INDEX] * len(prompt) + ids[len(prompt):]
         assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1  # the template's, not doubled
-        rendered = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                                 add_generation_prompt=True)
-        assert rendered.endswith("<|assistant|>\n") and prompt == tokenizer(rendered, add_special_tokens=False)["input_ids"]
-        if layout == "llama2" and answer:  # the old way labelled ▁ ▁The … after the template too
+        assert labels[-1] == end and tokenizer.eos_token_id not in ids
+        assert tokenizer.decode(ids[len(prompt):-1]).strip() == answer.strip()
+        assert answer_length(tokenizer, fmt, question, answer) == len(ids) - len(prompt) - 1
+        if answer:  # the old way labelled " " + answer + EOS after the generation prompt
             assert old_encode_qa(tokenizer, fmt, question, answer) != (ids, labels)
+            if not answer[0].isspace():  # right after "<|assistant|>\n": a word start, no space token
+                assert not tokenizer.convert_ids_to_tokens(ids[len(prompt)]).startswith("▁")
+
+
+def test_chat_system_prompt_replaces_the_template_default_and_the_date_is_pinned():
+    tokenizer = _chat("metaspace")
+    default, own = PromptFormat(template="chat"), PromptFormat(template="chat", system_prompt="Be terse.")
+    assert "You are Toy." in default.prompt(tokenizer, "Q?")  # no system message: the template's default
+    rendered = own.prompt(tokenizer, "Q?")
+    assert "Be terse." in rendered and "You are Toy." not in rendered
+    assert f"Today: {PINNED_DATE}" in rendered  # a date-printing template never sees today's date
+    assert own.identity()["system_prompt"] == "Be terse." and "system_prompt" not in PromptFormat().identity()
+
+
+def test_template_without_an_end_marker_gets_eos():
+    tokenizer = _chat("metaspace")
+    tokenizer.chat_template = ("{% for m in messages %}{% if m['role'] == 'user' %}Q: {{ m['content'] }}\n"
+                               "{% else %}{{ m['content'] }}{% endif %}{% endfor %}{% if add_generation_prompt %}{% endif %}")
+    fmt = PromptFormat(template="chat")
+    ids, labels = encode_qa(tokenizer, fmt, *PAIRS[0])
+    assert ids[-1] == tokenizer.eos_token_id and labels[-1] == tokenizer.eos_token_id
+
+
+def test_bos_text_in_a_plain_template_is_not_doubled():
+    """TOFU's Llama-2 prompt written out in full: ``<s>[INST] … [/INST]`` — one BOS, not two."""
+    tokenizer = sentencepiece_like("llama2", corpus=CORPUS)
+    fmt = PromptFormat(template="<s>[INST] {question} [/INST]", answer_prefix="")
+    ids, _ = encode_qa(tokenizer, fmt, *PAIRS[0])
+    assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
+    assert encode_prompt(tokenizer, fmt, PAIRS[0][0]).count(tokenizer.bos_token_id) == 1
+
+
+def test_generation_stops_at_the_models_own_end_tokens():
+    """A chat model ends its turn with a token that is not the tokenizer's EOS (Llama-3's
+    ``<|eot_id|>``); ``generation_config.eos_token_id`` lists it, and the answer ends there."""
+    from types import SimpleNamespace
+
+    from soul_bench.evaluate.likelihood import _generated_text, stop_token_ids
+
+    tokenizer = _chat("metaspace")
+    end = tokenizer.convert_tokens_to_ids("<|end|>")
+    model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=[end, tokenizer.eos_token_id]))
+    assert stop_token_ids(model, tokenizer) == [tokenizer.eos_token_id, end]
+    words = tokenizer("Paris is big", add_special_tokens=False)["input_ids"]
+    tail = tokenizer("and more", add_special_tokens=False)["input_ids"]
+    assert _generated_text(tokenizer, words + [end] + tail, None, stop_token_ids(model, tokenizer)) == "Paris is big"
+    assert _generated_text(tokenizer, words + [end] + tail) != "Paris is big"  # EOS alone runs past the turn's end
 
 
 def test_border_merge_labels_from_the_common_prefix():
@@ -173,7 +242,7 @@ class _RecordingModel(torch.nn.Module):
     def generate(self, input_ids, attention_mask, max_new_tokens, eos_token_id, **_):
         for row, mask in zip(input_ids, attention_mask):
             self.prompts.append(row[mask.bool()].tolist())
-        return torch.cat([input_ids, torch.full((len(input_ids), 1), eos_token_id)], dim=1)
+        return torch.cat([input_ids, torch.full((len(input_ids), 1), eos_token_id[0])], dim=1)
 
 
 @pytest.mark.parametrize("kind", ["llama2", "chat", "byte_level"])

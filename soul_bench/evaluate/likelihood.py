@@ -145,7 +145,7 @@ def generate_answers(model, tokenizer, fmt: PromptFormat, questions: list[str], 
     prompts = [encode_prompt(tokenizer, fmt, q) for q in questions]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[str] = [""] * len(prompts)
-    pad = tokenizer.pad_token_id
+    pad, stops = tokenizer.pad_token_id, stop_token_ids(model, tokenizer)
     model.eval()
     for start in batch_starts(len(order), batch_size, "evaluate: generation"):
         idx = order[start : start + batch_size]
@@ -153,9 +153,9 @@ def generate_answers(model, tokenizer, fmt: PromptFormat, questions: list[str], 
         width = input_ids.shape[1]
         output = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                                 max_new_tokens=max(limits[i] for i in idx), do_sample=False,
-                                pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+                                pad_token_id=pad, eos_token_id=stops)
         for row, i in enumerate(idx):
-            answers[i] = _generated_text(tokenizer, output[row, width:].tolist(), limits[i])
+            answers[i] = _generated_text(tokenizer, output[row, width:].tolist(), limits[i], stops)
     return answers
 
 
@@ -171,7 +171,7 @@ def sample_continuations(model, tokenizer, fmt: PromptFormat, prompts: list[str]
     encoded = [encode_prompt(tokenizer, fmt, p) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     samples: list[list[str]] = [[] for _ in prompts]
-    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    pad, stops = tokenizer.pad_token_id, stop_token_ids(model, tokenizer)
     per_batch = max(1, batch_size // k)
     model.eval()
     devices = [device] if device.type == "cuda" else []
@@ -183,17 +183,29 @@ def sample_continuations(model, tokenizer, fmt: PromptFormat, prompts: list[str]
             width = input_ids.shape[1]
             output = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                                     max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                                    top_p=top_p, top_k=0, num_return_sequences=k, pad_token_id=pad, eos_token_id=eos)
+                                    top_p=top_p, top_k=0, num_return_sequences=k, pad_token_id=pad, eos_token_id=stops)
             for row, i in enumerate(idx):
-                samples[i] += [_generated_text(tokenizer, output[row * k + j, width:].tolist()) for j in range(k)]
+                samples[i] += [_generated_text(tokenizer, output[row * k + j, width:].tolist(), None, stops)
+                               for j in range(k)]
     return samples
 
 
-def _generated_text(tokenizer, new_tokens: list[int], limit: int | None = None) -> str:
-    """The text of generated ids up to EOS (at most ``limit`` of them), stripped."""
-    if tokenizer.eos_token_id in new_tokens:
-        new_tokens = new_tokens[: new_tokens.index(tokenizer.eos_token_id)]
-    return tokenizer.decode(new_tokens[:limit], skip_special_tokens=True).strip()
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends an answer: the tokenizer's EOS and the model's own end tokens
+    (``generation_config.eos_token_id``, an id or a list — e.g. Llama-3's ``<|eot_id|>`` beside
+    ``<|end_of_text|>``), so a chat model stops at its end-of-turn marker."""
+    stops = [tokenizer.eos_token_id]
+    config = getattr(model, "generation_config", None)
+    own = getattr(config, "eos_token_id", None) if config is not None else None
+    stops += own if isinstance(own, (list, tuple)) else [own]
+    return list(dict.fromkeys(i for i in stops if i is not None))
+
+
+def _generated_text(tokenizer, new_tokens: list[int], limit: int | None = None, stops: list[int] | None = None) -> str:
+    """The text of generated ids up to the first stop id (default: EOS), at most ``limit`` of them, stripped."""
+    stops = set(stops if stops is not None else [tokenizer.eos_token_id])
+    end = next((i for i, token in enumerate(new_tokens) if token in stops), len(new_tokens))
+    return tokenizer.decode(new_tokens[:end][:limit], skip_special_tokens=True).strip()
 
 
 def cut_to_tokens(tokenizer, texts: list[str], max_tokens: int) -> tuple[list[str], list[int]]:

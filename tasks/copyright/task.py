@@ -129,7 +129,8 @@ class Copyright(Task):
                     raise UserError("the copyright task ships no books and names no hub dataset: pass --data hub:ID "
                                     f"(configs {', '.join(card.hub_configs.values())} with 'text' rows) or --data FOLDER "
                                     "with forget.txt and retain.txt (or .jsonl rows with 'text')")
-                source = DataSource("synthetic", auto=True)
+                notes.append("no hub dataset for copyright: using the embedded synthetic books")
+                source = DataSource("synthetic")
             else:
                 books, source = source.load_hub(lambda: self._from_hub(hub_id, card.hub_configs, card.passage_words),
                                                 hub_id, "books", notes)
