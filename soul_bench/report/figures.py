@@ -298,7 +298,7 @@ def tradeoff_scatter(rows: list[dict], axes: tuple[MetricColumn, MetricColumn] |
             truncated |= draw_interval(ax, x, y, sy, "y", ylog, y_floor, "black", zorder=2.5)
             ax.plot([x], [y], marker=mk, linestyle="none", color="black", mfc="white", mec="black", mew=0.9,
                     ms=size, zorder=3.8)  # below the cells: a cell on top of a baseline stays visible
-            ax.annotate(row["kind"], (x, y), xytext=(0, 6 if upper else -6), textcoords="offset points",
+            ax.annotate(row_name(row), (x, y), xytext=(0, 6 if upper else -6), textcoords="offset points",
                         fontsize=6.5, style="italic", ha="center", va="bottom" if upper else "top", zorder=5)
         if not plotted:
             ax.text(0.5, 0.5, "no successful cells to plot", transform=ax.transAxes, ha="center", va="center")

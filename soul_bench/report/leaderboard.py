@@ -37,12 +37,12 @@ from typing import TYPE_CHECKING, Any
 
 from soul_bench.report.columns import (DEFAULT_TRADEOFF, MISSING, LeaderboardError, MetricColumn, as_number,
                                        format_cell, format_value, headline_columns, md_escape, metric_columns,
-                                       record_kind, tradeoff_axes)
+                                       tradeoff_axes)
 from soul_bench.report.figures import FIG_DPI, draw_interval, pareto_front, pareto_staircase, tradeoff_scatter
 from soul_bench.report.files import atomic_write
 from soul_bench.report.ranking import RankRule, best_cells, rank_rule, target_row
 from soul_bench.report.rows import (BASELINE_NOTES, CI_LEVEL, SPREADS, baseline_label, baseline_order,
-                                    check_spread, seeds_text, spread_note, spread_of, status_text)
+                                    check_spread, group_key, seeds_text, spread_note, spread_of, status_text)
 from soul_bench.report.stats import t_half_width
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -210,12 +210,10 @@ def leaderboard_rows(records: Iterable[Mapping], metrics: Iterable[Any], rank_by
 
     groups: dict[tuple, list[dict]] = {}
     for record in records:
-        kind = record_kind(record)
-        key = (kind, record.get("method"), record.get("optimizer")) if kind == "unlearned" else (kind, None, None)
-        groups.setdefault(key, []).append(dict(record))
+        groups.setdefault(group_key(record), []).append(dict(record))
     rows = [_build_row(kind, method, opt, recs, columns, level) for (kind, method, opt), recs in groups.items()]
 
-    baselines = sorted((r for r in rows if r["kind"] != "unlearned"), key=lambda r: baseline_order(r["kind"]))
+    baselines = sorted((r for r in rows if r["kind"] != "unlearned"), key=lambda r: (baseline_order(r["kind"]), _name_key(r)))
     cells = [r for r in rows if r["kind"] == "unlearned" and r["status"] == "ok"]
     if rule.require:
         target = target_row(baselines)

@@ -8,19 +8,26 @@ what the ± means and what the status says is decided here once.
 
 Baselines are not fixed to TOFU's target / retain pair: a record's ``kind`` may be any reference
 a task declares ("oracle", "base", ...), and the record may carry its own ``baseline_label``.
+
+Results imported from another code base (``soul-bench import``, kind ``imported``) are listed with
+the baselines, unranked — another model and another evaluation pipeline — one row per import
+label, always labelled "<label> (imported)".
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from soul_bench.report.columns import LeaderboardError, display_name
+from soul_bench.report.columns import LeaderboardError, display_name, record_kind
 
 SPREADS = ("std", "ci")
 CI_LEVEL = 0.95
 
 # Labels of the baselines TOFU has always had, for records that do not carry a baseline_label.
 BASELINE_NOTES = {"target": "target (no unlearning)", "retain": "retain (oracle)"}
+
+# The kind of records made by ``soul_bench.interop`` from another code base's eval logs.
+IMPORTED_KIND = "imported"
 
 
 def check_spread(spread: str) -> None:
@@ -56,13 +63,34 @@ def status_text(row: Mapping) -> str:
     return f"{row['status']}; unmet: {', '.join(unmet)}" if unmet else str(row["status"])
 
 
+def group_key(record: Mapping) -> tuple:
+    """The leaderboard row a record belongs to, as (kind, method, optimizer): an unlearned cell by
+    method and optimizer, an imported result by its label (the ``method`` field; its seeds share a
+    row), any other baseline by its kind alone."""
+    kind = record_kind(record)
+    if kind == "unlearned":
+        return (kind, record.get("method"), record.get("optimizer"))
+    if kind == IMPORTED_KIND:
+        return (kind, record.get("method"), None)
+    return (kind, None, None)
+
+
 def baseline_order(kind: str) -> tuple[int, str]:
-    """Sort key of baseline kinds: ``target`` (the model before unlearning) first, the others by name."""
-    return (0 if kind == "target" else 1, kind)
+    """Sort key of baseline kinds: ``target`` (the model before unlearning) first, the task's other
+    references by name, imported results last."""
+    return (0 if kind == "target" else 2 if kind == IMPORTED_KIND else 1, kind)
+
+
+def imported_label(row: Mapping) -> str:
+    """'NPO (imported)': an imported row is always marked as such, whatever its label."""
+    return f"{row.get('method') or 'unnamed'} ({IMPORTED_KIND})"
 
 
 def baseline_label(row: Mapping) -> str:
-    """What a baseline row is called: the records' ``baseline_label``, else TOFU's usual note, else its kind."""
+    """What a baseline row is called: the records' ``baseline_label``, else TOFU's usual note, else its
+    kind; an imported row is '<label> (imported)'."""
+    if row["kind"] == IMPORTED_KIND:
+        return imported_label(row)
     label = row.get("baseline_label")
     if isinstance(label, str) and label.strip():
         return label.strip()
@@ -70,7 +98,9 @@ def baseline_label(row: Mapping) -> str:
 
 
 def row_name(row: Mapping) -> str:
-    """A short name of a row for figure notes: the baseline kind, or 'NPO+AdamW'."""
+    """A short name of a row for figure notes: the baseline kind, '<label> (imported)', or 'NPO+AdamW'."""
+    if row["kind"] == IMPORTED_KIND:
+        return imported_label(row)
     if row["kind"] != "unlearned":
         return str(row["kind"])
     return f"{display_name(row['method'])}+{display_name(row['optimizer'])}"

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import stats as _stats
 from scipy.special import logsumexp
 
-from soul_bench.evaluate.metrics import as_1d_array
+from soul_bench.evaluate.metrics import as_1d_array, probability
 
 __all__ = [
     "normalised_probability",
@@ -41,10 +41,15 @@ __all__ = [
     "forget_quality",
     "model_utility",
     "harmonic_utility_keys",
+    "eval_set_metrics",
+    "PARAPHRASED_SETS",
 ]
 
 _UTILITY_SPLITS = ("retain", "real_authors", "world_facts")
 _UTILITY_METRICS = ("prob", "rouge", "truth_ratio")
+# Eval sets whose "correct" answer is a paraphrase and whose Prob. is the plain exp(-avg NLL); the
+# others (real_authors, world_facts) score the original answer against its options.
+PARAPHRASED_SETS = ("forget", "retain")
 
 
 # --------------------------------------------------------------------------- validation
@@ -276,3 +281,42 @@ def harmonic_utility_keys() -> tuple[str, ...]:
          "real_authors/prob", ..., "world_facts/truth_ratio")
     """
     return tuple(f"{s}/{m}" for s in _UTILITY_SPLITS for m in _UTILITY_METRICS)
+
+
+# --------------------------------------------------------------------------- one eval set
+
+
+def eval_set_metrics(split: str, gt_avg_nll, correct_avg_nll, perturbed_avg_nll, rouge_recall,
+                     mean: str = "geometric") -> tuple[dict[str, float], np.ndarray]:
+    """The four numbers TOFU reports for one eval set, from its per-item values.
+
+    Shared by the task's own evaluation and by the importer of TOFU / open-unlearning eval
+    logs (``soul_bench.interop.tofu_logs``), so both give the same numbers from the same inputs.
+    As ``locuslab/tofu`` ``aggregate_eval_stat.py`` (``get_model_utility``):
+
+    * ``<split>/prob``: mean exp(-gt) on the sets in :data:`PARAPHRASED_SETS` (forget, retain),
+      else the mean of :func:`normalised_probability` (real authors, world facts);
+    * ``<split>/rouge``: mean ROUGE-L recall;
+    * ``<split>/truth_ratio``: :func:`truth_ratio_score` of :func:`truth_ratio_stat` (correct vs
+      perturbed; ``mean`` as there);
+    * ``<split>/avg_gt_loss``: mean avg NLL of the original answer (not a TOFU figure; kept for
+      diagnosis).
+
+    Args:
+        split: "forget", "retain", "real_authors" or "world_facts".
+        gt_avg_nll: shape (n,), avg NLL of the original answer.
+        correct_avg_nll: shape (n,), avg NLL of the answer the truth ratio calls correct (the
+            paraphrase on forget/retain, the original answer elsewhere).
+        perturbed_avg_nll: shape (n, k).
+        rouge_recall: shape (n,), per-item ROUGE-L recall of the greedy answer.
+
+    Returns:
+        (metrics, per-item truth-ratio statistic of shape (n,)).
+    """
+    stat = truth_ratio_stat(correct_avg_nll, perturbed_avg_nll, mean=mean)
+    prob = probability(gt_avg_nll) if split in PARAPHRASED_SETS else normalised_probability(gt_avg_nll, perturbed_avg_nll)
+    metrics = {f"{split}/prob": float(np.mean(prob)),
+               f"{split}/rouge": float(np.mean(as_1d_array(rouge_recall, "rouge_recall"))),
+               f"{split}/truth_ratio": truth_ratio_score(stat, split),
+               f"{split}/avg_gt_loss": float(np.mean(as_1d_array(gt_avg_nll, "gt_avg_nll")))}
+    return metrics, stat

@@ -40,7 +40,7 @@ from soul_bench.task import DataSource, Task, TaskData, load_sibling, read_json_
 TM = load_sibling(__file__, "metrics")  # TOFU's formulas (truth ratio, forget quality, model utility)
 
 EVAL_SETS = {"forget": "eval_forget", "retain": "eval_retain", "real_authors": "eval_real_authors", "world_facts": "eval_world_facts"}
-HAS_PARAPHRASE = {"forget", "retain"}
+HAS_PARAPHRASE = set(TM.PARAPHRASED_SETS)
 
 
 def _retain_split(forget_split: str) -> str:
@@ -196,15 +196,12 @@ class Tofu(Task):
             gt = scores[slots[name]["gt"]]
             pert = scores[np.array(slots[name]["pert"])]
             correct = scores[slots[name]["para"]] if name in HAS_PARAPHRASE else gt
-            stat = TM.truth_ratio_stat(correct, pert, mean=options.truth_ratio_mean)
             texts = generations[cursor : cursor + len(items)]
             cursor += len(items)
             rouge = M.rouge_l_recall(texts, [item["answer"] for item in items])
-            prob = M.probability(gt) if name in HAS_PARAPHRASE else TM.normalised_probability(gt, pert)
-            results[f"{name}/prob"] = float(np.mean(prob))
-            results[f"{name}/rouge"] = float(np.mean(rouge))
-            results[f"{name}/truth_ratio"] = TM.truth_ratio_score(stat, name)
-            results[f"{name}/avg_gt_loss"] = float(np.mean(gt))
+            # the same function turns imported TOFU eval logs into metrics (soul_bench.interop)
+            set_metrics, stat = TM.eval_set_metrics(name, gt, correct, pert, rouge, mean=options.truth_ratio_mean)
+            results.update(set_metrics)
             per_item[name] = {  # the per-item values TOFU's eval logs keep, by item index
                 "avg_gt_loss": gt.tolist(), "avg_paraphrased_loss": correct.tolist() if name in HAS_PARAPHRASE else None,
                 "average_perturb_loss": pert.tolist(), "truth_ratio_stat": stat.tolist(),
