@@ -46,6 +46,9 @@ def run(
     answer_prefix: Optional[str] = typer.Option(None, help="text between a plain template's prompt and the answer (default: the card's, ' ')"),
     system_prompt: Optional[str] = typer.Option(None, help="system message for --prompt-template chat (default: none, so the template's own)"),
     max_length: Optional[int] = typer.Option(None, help="tokens per example / text window (default: the task card's examples.max_length)"),
+    dtype: Optional[str] = typer.Option(None, help="weights: auto (bf16 on GPUs that have it, else float32) | float32 (with bf16 autocast on GPUs: fp32 master weights) | bfloat16 | float16"),
+    eval_batch_size: Optional[int] = typer.Option(None, help="sequences per evaluation batch (default 32; sets evaluation's peak memory)"),
+    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing", help="recompute activations in the backward pass (less memory, ~30 % slower)"),
     hparam: Optional[list[str]] = typer.Option(None, help="NAME.KEY=VALUE hyper-parameter of a method or optimiser, e.g. npo.beta=0.2 or sophia.rho=0.03 (repeatable)"),
     harness_tasks: Optional[str] = typer.Option(None, help="comma-separated lm-eval tasks for utility ('' = none); default: the task card's"),
     harness_limit: Optional[int] = typer.Option(None, help="documents per lm-eval task (quick runs)"),
@@ -61,7 +64,8 @@ def run(
                      model=model, retain_model=retain_model, data=data, preset=preset, out=out, device=device,
                      lr=lr, steps=steps, epochs=epochs, batch_size=batch_size, limit=limit, prompt_template=unescape(prompt_template),
                      answer_prefix=unescape(answer_prefix), system_prompt=unescape(system_prompt),
-                     max_length=max_length, tasks_dirs=tasks_dir or None, show_progress=False if no_progress else None,
+                     max_length=max_length, dtype=dtype, eval_batch_size=eval_batch_size,
+                     gradient_checkpointing=gradient_checkpointing, tasks_dirs=tasks_dir or None, show_progress=False if no_progress else None,
                      harness_tasks=split_csv(harness_tasks), harness_limit=harness_limit, shard=shard)
     spec = build_spec(config, overrides)
     for target, name, key, value in _parse_hparams(hparam or []):

@@ -18,6 +18,7 @@ from rich.console import Console
 from soul_bench import registry
 from soul_bench.data import IGNORE_INDEX, encode_rows
 from soul_bench.engine.loop import LoopSettings, run_loop, run_one_shot
+from soul_bench.engine.lora import AdaptersDisabled, apply_lora
 from soul_bench.engine.refusals import with_refusals
 from soul_bench.engine.optimizers import build_optimizer, optimizer_defaults, weight_decay_groups
 from soul_bench.errors import UserError
@@ -31,18 +32,6 @@ from soul_bench.task import DataSource, Task
 
 LOOP_FIELDS = {f.name for f in dataclasses.fields(LoopSettings)} - {"seed"}
 PER_METHOD = "per_method"  # optimizers.<name>.per_method.<method>: that method's own values (card or config)
-
-
-def apply_lora(model, options: dict):
-    """Wrap ``model`` with LoRA adapters (peft); the optimiser then trains the adapters only."""
-    from peft import LoraConfig, get_peft_model
-
-    options = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], **options}
-    try:
-        config = LoraConfig(task_type="CAUSAL_LM", **options)
-    except TypeError as exc:
-        raise UserError(f"bad LoRA setting ({exc}); see peft.LoraConfig (r, lora_alpha, lora_dropout, target_modules)") from exc
-    return get_peft_model(model, config)
 
 
 def cell_settings(task: Task, spec: SweepSpec, method: str, optimizer: str, seed: int):
@@ -173,7 +162,8 @@ class Runner:
         return encode_rows(tokenizer, self.fmt, rows, shape, examples.max_length)
 
     def load(self, path: str):
-        model, tokenizer = load_model(path, self.device)
+        dtype = None if self.spec.dtype == "auto" else getattr(torch, self.spec.dtype)
+        model, tokenizer = load_model(path, self.device, dtype)
         model.eval()
         if self.prompt_example is None:
             self.prompt_example = self.render_example(tokenizer)
@@ -204,6 +194,8 @@ class Runner:
                     "kind": kind, "method": method, "optimizer": optimizer, "seed": seed, **(extra or {})}
         if self.spec.max_length is not None:  # only when set, so the records of earlier runs keep their ids
             identity["max_length"] = self.spec.max_length
+        if self.spec.dtype != "auto":
+            identity["dtype"] = self.spec.dtype
         parts = [self.task.name, self.data.forget_split, kind] + [str(p) for p in (method, optimizer) if p]
         if seed is not None:
             parts.append(f"s{seed}")
@@ -294,12 +286,15 @@ class Runner:
             write_json_atomic(record_path(self.out, record["cell_id"]), record)
             return record
         model, tokenizer = self.load(self.target_path)
-        reference = self.load(self.target_path)[0] if method.needs_reference else None
-        if reference is not None:
-            reference.requires_grad_(False)
-        method.setup(model, reference)
         if self.spec.lora:
+            # the frozen base (adapters off) is the reference: no second copy of the weights
             model = apply_lora(model, self.spec.lora)
+            reference = AdaptersDisabled(model) if method.needs_reference else None
+        else:
+            reference = self.load(self.target_path)[0] if method.needs_reference else None
+            if reference is not None:
+                reference.requires_grad_(False)
+        method.setup(model, reference)
         forget = self.encode(tokenizer, "forget")
         # IU's Hessian is of the retain loss, so it needs retain data whatever the method
         retain = self.encode(tokenizer, "retain") if method.needs_retain or one_shot else None

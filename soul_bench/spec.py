@@ -7,7 +7,7 @@ is valid — before any data is loaded or any output written.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -35,6 +35,9 @@ class SweepSpec(BaseModel):
     system_prompt: str | None = None    # chat template's system message; None = the card's (or none)
     max_length: int | None = Field(default=None, ge=8)  # tokens per example / text window; None = the card's
     eval_batch_size: int = Field(default=32, ge=1)
+    # weights' dtype: auto = bfloat16 on GPUs that have it, float32 elsewhere; float32 on a GPU
+    # = float32 master weights with bf16 autocast (unlearning.bf16); float16 for GPUs without bf16
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     tasks_dirs: list[str] = Field(default_factory=list)
     unlearning: dict[str, Any] = Field(default_factory=dict)       # steps, epochs, batch_size, schedule, …
     method_hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -82,7 +85,7 @@ def build_spec(config_file: Path | None, overrides: dict[str, Any]) -> SweepSpec
             raise UserError(f"config file '{config_file}' does not exist")
         values = read_yaml_mapping(config_file, "config file", "a mapping of run settings")
     unlearning = dict(values.get("unlearning") or {})
-    for key in ("steps", "epochs", "batch_size"):
+    for key in ("steps", "epochs", "batch_size", "gradient_checkpointing"):
         if overrides.get(key) is not None:
             unlearning[key] = overrides.pop(key)
             if key == "steps":

@@ -26,6 +26,8 @@ FLAG_CASES = [
     (["--prompt-template", "Q: {question"], "is not a valid format string"),
     (["--max-length", "4"], "bad setting 'max_length': Input should be greater than or equal to 8"),
     (["--system-prompt", "Be brief."], "a system prompt needs the chat template"),
+    (["--dtype", "fp8"], "bad setting 'dtype'"),
+    (["--eval-batch-size", "0"], "bad setting 'eval_batch_size'"),
 ]
 
 CONFIG_CASES = [

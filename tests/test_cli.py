@@ -151,9 +151,11 @@ def test_hparam_flag_reaches_the_record(tmp_path, capsys):
     # a template typed in a shell: \n arrives as backslash + n and must be read as a newline
     code, _, err = run_cli(["run", "--methods", "npo", "--optimizers", "sophia", "--hparam", "npo.beta=0.25",
                             "--hparam", "sophia.rho=0.03", "--harness-tasks", "", "--out", out,
-                            "--prompt-template", r"Question: {question}\nAnswer:", *MICRO], capsys)
+                            "--prompt-template", r"Question: {question}\nAnswer:", "--dtype", "float32",
+                            "--gradient-checkpointing", "--eval-batch-size", "8", *MICRO], capsys)
     assert code == 0, err
     record = json.loads(next((out / "records").glob("*npo-sophia*.json")).read_text())
+    assert record["spec"]["dtype"] == "float32" and record["spec"]["hparams"]["loop"]["gradient_checkpointing"] is True
     assert record["spec"]["hparams"]["method"]["beta"] == 0.25 and record["spec"]["hparams"]["optimizer"]["rho"] == 0.03
     assert record["spec"]["prompt"]["template"] == "Question: {question}\nAnswer:"
 

@@ -123,7 +123,7 @@ def test_early_stop_on_forget_nll(model, tokenizer, encoded):
 
 
 def test_lora_trains_adapters_only(model, tokenizer, encoded):
-    from soul_bench.runner import apply_lora
+    from soul_bench.engine.lora import apply_lora
 
     before = snapshot(model)
     wrapped = apply_lora(model, {"r": 4})
@@ -136,3 +136,32 @@ def test_lora_trains_adapters_only(model, tokenizer, encoded):
     base = {k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in wrapped.state_dict().items() if "lora_" not in k}
     assert all(torch.equal(base[k], v) for k, v in before.items())
     assert math.isfinite(result.log[-1]["loss"])
+
+
+def test_lora_reference_is_the_base_with_adapters_disabled(model, tokenizer, encoded):
+    """Under LoRA, NPO's (and KL's, DPO's, RMU's) frozen reference is the wrapped model with its
+    adapters off: it gives the target's outputs after the adapters trained, has no gradient, and
+    costs no second copy of the weights."""
+    import copy
+
+    from soul_bench.data import collate
+    from soul_bench.engine.lora import AdaptersDisabled, apply_lora
+    from soul_bench.engine.methods import NPO
+
+    target = copy.deepcopy(model)
+    wrapped = apply_lora(model, {"r": 4, "init_lora_weights": False})  # adapters that already change the output
+    reference = AdaptersDisabled(wrapped)
+    batch = collate(encoded[:4], tokenizer.pad_token_id)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        expected = target(**inputs).logits
+        assert not torch.allclose(wrapped(**inputs).logits, expected)
+    out = reference(**inputs).logits
+    assert torch.allclose(out, expected, atol=1e-5) and not out.requires_grad
+    assert not list(reference.parameters()) or all(p.data_ptr() in {q.data_ptr() for q in wrapped.parameters()}
+                                                   for p in reference.parameters())
+    optimizer = build_optimizer("adamw", [p for p in wrapped.parameters() if p.requires_grad], lr=1e-2)
+    result = run_loop(wrapped, NPO(), optimizer, encoded, LoopSettings(steps=3, batch_size=4), tokenizer.pad_token_id,
+                      reference=reference, show_progress=False)
+    assert result.steps_done == 3 and not result.failure
+    assert torch.allclose(reference(**inputs).logits, expected, atol=1e-5)  # still the target after training

@@ -164,7 +164,11 @@ def run_loop(model, method, optimizer, forget_encoded, settings: LoopSettings, p
                                                                               settings.warmup_from_zero))
     params = [p for p in model.parameters() if p.requires_grad]
     if settings.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-        model.gradient_checkpointing_enable()
+        # non-reentrant: gradients reach LoRA adapters although the frozen inputs need none
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # bf16 autocast is mixed precision over float32 master weights; weights already loaded in
+    # bf16/fp16 train in that dtype (autocast would only add casts)
+    autocast_bf16 = settings.bf16 and params[0].dtype == torch.float32 if params else False
     batches = _shuffled_epochs(len(forget_encoded), settings.batch_size, generator)
     result = LoopResult(steps_done=0)
     model.train()
@@ -184,7 +188,7 @@ def run_loop(model, method, optimizer, forget_encoded, settings: LoopSettings, p
         return inputs, rows + (retain_rows or [])
 
     def loss_of(inputs: StepInputs):
-        with autocast_context(device, settings.bf16):
+        with autocast_context(device, autocast_bf16):
             return method.loss(model, inputs, reference)
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),

@@ -309,7 +309,7 @@ class RMU(Method):
       gate/up/down proj) of layers ℓ−2..ℓ (clamped at 0); the reference trains only
       ``down_proj`` (its ``param_ids=[6]``): ``train_modules="down_proj"`` reproduces that.
       On a model already wrapped by peft (LoRA) setup freezes nothing: the adapters are what
-      trains. (The runner calls setup before applying LoRA, which then freezes the base.)
+      trains (the runner applies LoRA before setup; the frozen base is then the reference).
     """
 
     name = "rmu"
