@@ -30,7 +30,7 @@ def run(
     optimizers: Optional[str] = typer.Option(None, help="comma-separated optimisers, e.g. adamw,sophia"),
     seeds: Optional[str] = typer.Option(None, help="comma-separated seeds, e.g. 0,1,2"),
     forget_split: Optional[str] = typer.Option(None, help="e.g. forget01 / forget05 / forget10 (TOFU)"),
-    model: Optional[str] = typer.Option(None, help="target model: HF id or local folder (default: the embedded tiny Llama)"),
+    model: Optional[str] = typer.Option(None, help="target model: a preset (soul-bench list models), HF id or local folder (default: the embedded tiny Llama)"),
     retain_model: Optional[str] = typer.Option(None, help="retain model (never saw the forget set): HF id or folder"),
     data: Optional[str] = typer.Option(None, help="synthetic | hub | hub:ID | auto | local:DIR | DIR"),
     preset: Optional[str] = typer.Option(None, help="embedded model preset from the task card (e.g. tiny, micro)"),
@@ -52,6 +52,7 @@ def run(
     hparam: Optional[list[str]] = typer.Option(None, help="NAME.KEY=VALUE hyper-parameter of a method or optimiser, e.g. npo.beta=0.2 or sophia.rho=0.03 (repeatable)"),
     harness_tasks: Optional[str] = typer.Option(None, help="comma-separated lm-eval tasks for utility ('' = none); default: the task card's"),
     harness_limit: Optional[int] = typer.Option(None, help="documents per lm-eval task (quick runs)"),
+    harness_include: Optional[list[str]] = typer.Option(None, help="folder of your own lm-eval task YAMLs, for --harness-tasks (repeatable)"),
     tasks_dir: Optional[list[str]] = typer.Option(None, help=TASKS_DIR_HELP),
     shard: Optional[str] = typer.Option(None, help="I/N: run every N-th cell from the I-th (0-based; e.g. a Slurm array), merge the folders with `report`"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
@@ -66,7 +67,7 @@ def run(
                      answer_prefix=unescape(answer_prefix), system_prompt=unescape(system_prompt),
                      max_length=max_length, dtype=dtype, eval_batch_size=eval_batch_size,
                      gradient_checkpointing=gradient_checkpointing, tasks_dirs=tasks_dir or None, show_progress=False if no_progress else None,
-                     harness_tasks=split_csv(harness_tasks), harness_limit=harness_limit, shard=shard)
+                     harness_tasks=split_csv(harness_tasks), harness_limit=harness_limit, harness_include=harness_include or None, shard=shard)
     spec = build_spec(config, overrides)
     for target, name, key, value in _parse_hparams(hparam or []):
         getattr(spec, target).setdefault(name, {})[key] = value
@@ -105,13 +106,13 @@ def _parse_hparams(items: list[str]) -> list[tuple[str, str, str, object]]:
 
 @app.command("list")
 def list_(
-    what: str = typer.Argument("all", help="tasks | methods | optimizers | metrics | all"),
+    what: str = typer.Argument("all", help="tasks | methods | optimizers | metrics | models | all"),
     tasks_dir: Optional[list[str]] = typer.Option(None, help=TASKS_DIR_HELP),
 ):
-    """List tasks, methods, optimisers and metrics, one line each."""
+    """List tasks, methods, optimisers, metrics and model presets, one line each."""
     from soul_bench import registry
 
-    kinds = ("tasks", "methods", "optimizers", "metrics")
+    kinds = ("tasks", "methods", "optimizers", "metrics", "models")
     if what != "all" and what not in kinds:
         raise UserError(f"cannot list '{what}'; valid: all, {', '.join(kinds)}")
     show = kinds if what == "all" else (what,)
@@ -132,6 +133,11 @@ def list_(
             for metric in registry.load_task(name, tasks_dir).card.metrics:
                 better = f"best at {metric.ideal:g}" if metric.ideal is not None else f"{metric.arrow} better"
                 table.add_row("metric", f"{name}:{metric.name}", f"{metric.label or metric.name} ({better})")
+    if "models" in show:
+        from soul_bench.presets import model_presets
+
+        for name, preset in model_presets().items():
+            table.add_row("model", name, preset.description)
     console.print(table)
 
 

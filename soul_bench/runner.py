@@ -22,8 +22,9 @@ from soul_bench.engine.lora import AdaptersDisabled, apply_lora
 from soul_bench.engine.refusals import with_refusals
 from soul_bench.engine.optimizers import build_optimizer, optimizer_defaults, weight_decay_groups
 from soul_bench.errors import UserError
-from soul_bench.models import content_hash, load_model, quiet_transformers, resolve_device
+from soul_bench.models import cache_root, content_hash, load_model, quiet_transformers, resolve_device
 from soul_bench.prepare import embedded_preset, prepare_embedded
+from soul_bench.presets import model_presets, resolve_model
 from soul_bench.report.build import build_report
 from soul_bench.report.leaderboard import leaderboard_rows, summary_table
 from soul_bench.results import environment, finished_record, lock_run_folder, record_path, write_json_atomic
@@ -98,13 +99,15 @@ class Runner:
         self.check_methods_fit_shape()
         self.device = resolve_device(spec.device)
         self.fmt = self.task.prompt_format(spec.prompt_template, spec.answer_prefix, spec.system_prompt)
-        for flag, path in (("--model", spec.model), ("--retain-model", spec.retain_model)):
+        self.preset = model_presets()[spec.model_preset] if spec.model_preset else None
+        for flag, path in (("--model", None if self.preset else spec.model), ("--retain-model", spec.retain_model)):
             check_model_path(flag, path)
         self.out = Path(spec.out)
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out '{self.out}' is an existing file; give a folder (new, or one of an earlier run to resume)")
         self.cell_ids: list[str] = []  # the records this sweep owns (an out dir may hold older ones)
         self.prompt_example: dict | None = None  # set from the first tokenizer loaded (render_example)
+        self.shown_notes: set[str] = set()
 
     # ------------------------------------------------------------ setup
     def load_data_and_models(self):
@@ -123,6 +126,9 @@ class Runner:
             self.baseline_paths = {kind: str(paths[b.stage]) for kind, b in baselines.items() if b.stage in paths}
         else:
             given = {"model": spec.model, "retain_model": spec.retain_model}
+            if self.preset is not None:  # the preset's model (converted once if need be) and published retain model
+                given["model"] = resolve_model(self.preset, cache_root(), self.console)
+                given["retain_model"] = spec.retain_model or self.preset.retain_model(self.task.name, self.data.forget_split)
             self.baseline_paths = {kind: given[b.flag] for kind, b in baselines.items() if b.flag and given[b.flag]}
         if "target" not in self.baseline_paths:
             raise UserError(f"task '{self.task.name}': no target model (baseline 'target' has no embedded stage or flag)")
@@ -190,12 +196,15 @@ class Runner:
         identity = {"task": self.task.name, "forget_split": self.data.forget_split, "data": self.data.source,
                     "limit": self.spec.limit, "model": self.target_path, "retain_model": self.retain_path,
                     "prompt": self.fmt.identity(), "evaluation": self.task.card.section("evaluation"),
-                    "harness": {"tasks": self.harness_tasks(), "limit": self.spec.harness_limit},
+                    "harness": {"tasks": self.harness_tasks(), "limit": self.spec.harness_limit,
+                                **({"include": self.spec.harness_include} if self.spec.harness_include else {})},
                     "kind": kind, "method": method, "optimizer": optimizer, "seed": seed, **(extra or {})}
         if self.spec.max_length is not None:  # only when set, so the records of earlier runs keep their ids
             identity["max_length"] = self.spec.max_length
         if self.spec.dtype != "auto":
             identity["dtype"] = self.spec.dtype
+        if self.spec.model_preset:
+            identity["model_preset"] = self.spec.model_preset
         parts = [self.task.name, self.data.forget_split, kind] + [str(p) for p in (method, optimizer) if p]
         if seed is not None:
             parts.append(f"s{seed}")
@@ -210,7 +219,15 @@ class Runner:
         return list(by_source.get(self.data.source_kind, []))
 
     def harness_include_dirs(self) -> list[Path]:
-        return [self.task.card.folder / folder for folder in self.task.card.section("harness").get("include", [])]
+        """The card's own lm-eval task folders, then the user's (--harness-include)."""
+        card = [self.task.card.folder / folder for folder in self.task.card.section("harness").get("include", [])]
+        return card + [Path(folder) for folder in self.spec.harness_include]
+
+    def harness_offline(self) -> bool:
+        """The card's harness tasks for offline data are local task files: run them with the hub
+        switched off. Tasks the user named (or hub data) may need the hub: the environment
+        (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) decides."""
+        return self.spec.harness_tasks is None and self.data.source_kind != "hub"
 
     def check_harness_tasks(self) -> None:
         tasks = self.harness_tasks()
@@ -228,7 +245,7 @@ class Runner:
 
         options = self.task.card.section("harness")
         return run_harness(model, tokenizer, tasks, include_dirs=self.harness_include_dirs(), batch_size=options.get("batch_size", 16),
-                           limit=self.spec.harness_limit or options.get("limit"), offline=self.data.source_kind != "hub")
+                           limit=self.spec.harness_limit or options.get("limit"), offline=self.harness_offline())
 
     def evaluate_into(self, record: dict, model, tokenizer, reference, own_reference: bool = False) -> dict:
         """Evaluate, run the harness, write the record. ``own_reference``: the model is the retain
@@ -237,6 +254,7 @@ class Runner:
         metrics, per_item = self.task.evaluate(model, tokenizer, self.fmt, self.data, reference, self.spec.eval_batch_size)
         if own_reference:
             metrics.update(self.task.reference_metrics(per_item, per_item))
+        self.show_notes(per_item)
         timings = record.setdefault("timings", {})
         timings["evaluate_s"] = time.perf_counter() - tick
         timings.update(per_item.pop("timings", {}))  # a task may report its own breakdown
@@ -251,6 +269,15 @@ class Runner:
                       prompt_example=self.prompt_example)
         write_json_atomic(record_path(self.out, record["cell_id"]), record)
         return record
+
+    def show_notes(self, per_item: dict) -> None:
+        """Say once on the console why metrics are None (e.g. no holdout set: no MIA columns),
+        not only inside the records."""
+        probes = per_item.get("mia")
+        for note in (probes.get("notes") or []) if isinstance(probes, dict) else []:
+            if note not in self.shown_notes:
+                self.shown_notes.add(note)
+                self.console.print(f"[yellow]note:[/] {note}", soft_wrap=True, highlight=False)
 
     def baseline(self, kind: str, path: str | None, reference) -> dict | None:
         if path is None:

@@ -23,7 +23,8 @@ class SweepSpec(BaseModel):
     optimizers: list[str] = Field(default_factory=lambda: ["adamw", "sophia"])
     seeds: list[int] = Field(default_factory=lambda: [0])
     forget_split: str | None = None
-    model: str | None = None            # HF id or local folder of the target model; None = embedded default
+    model: str | None = None            # HF id, local folder or model preset (soul-bench list models); None = embedded default
+    model_preset: str | None = None     # set when `model` names a preset (its settings were merged in)
     retain_model: str | None = None     # the model never trained on the forget set (for forget quality)
     data: str | None = None             # synthetic | hub | hub:ID | auto | local:DIR | DIR
     preset: str | None = None           # embedded model preset (task card), e.g. tiny / micro
@@ -46,6 +47,7 @@ class SweepSpec(BaseModel):
     lora: dict[str, Any] | None = None  # peft LoraConfig options (r, lora_alpha, target_modules, …); None = full fine-tune
     harness_tasks: list[str] | None = None  # lm-eval tasks; None = the card's choice for the data source
     harness_limit: int | None = Field(default=None, ge=1)
+    harness_include: list[str] = Field(default_factory=list)  # folders of the user's own lm-eval task YAMLs
     show_progress: bool = True
     shard: str | None = None            # "I/N": run every N-th cell from the I-th (0 <= I < N); merge with `report`
 
@@ -77,6 +79,49 @@ def split_csv(text: str | None) -> list[str] | None:
     return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
 
 
+LENGTH_KEYS = ("steps", "epochs")  # one run length: a layer that gives one clears the other below it
+
+
+def merge_settings(lower: dict, upper: dict) -> dict:
+    """``upper`` over ``lower``, mappings merged one level deep (``unlearning``, ``method_hparams``,
+    …). An ``unlearning`` that gives only steps or only epochs clears the other, so a config's
+    ``epochs: 5`` is not beaten by the card's ``steps: 30``."""
+    merged = dict(lower)
+    for key, value in upper.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def with_run_length(unlearning: dict) -> dict:
+    """Give both run-length keys when a layer gives one (the other None), so that layer's choice
+    wins over the task card's."""
+    given = [key for key in LENGTH_KEYS if unlearning.get(key) is not None]
+    if len(given) == 1:
+        unlearning = {**unlearning, **{key: None for key in LENGTH_KEYS if key not in given}}
+    return unlearning
+
+
+def with_model_preset(values: dict, model: str | None) -> dict:
+    """A config's values with the settings of the model preset ``model`` names merged beneath
+    them (card < preset < config < flags); unchanged when ``model`` is not a preset."""
+    from soul_bench.presets import find_preset
+
+    preset = find_preset(model)
+    if preset is None:
+        return values
+    unknown = sorted(set(preset.settings) - set(SweepSpec.model_fields))
+    if unknown:
+        raise UserError(f"model preset '{preset.name}': unknown setting '{unknown[0]}'; valid: {', '.join(SweepSpec.model_fields)}")
+    settings = dict(preset.settings)
+    settings["unlearning"] = with_run_length(dict(settings.get("unlearning") or {}))
+    config = dict(values)
+    config["unlearning"] = with_run_length(dict(config.get("unlearning") or {}))
+    return {**merge_settings(settings, config), "model": model, "model_preset": preset.name}
+
+
 def build_spec(config_file: Path | None, overrides: dict[str, Any]) -> SweepSpec:
     """Merge a YAML config with CLI overrides (None = not given) into a validated SweepSpec."""
     values: dict[str, Any] = {}
@@ -84,7 +129,8 @@ def build_spec(config_file: Path | None, overrides: dict[str, Any]) -> SweepSpec
         if not Path(config_file).is_file():
             raise UserError(f"config file '{config_file}' does not exist")
         values = read_yaml_mapping(config_file, "config file", "a mapping of run settings")
-    unlearning = dict(values.get("unlearning") or {})
+    values = with_model_preset(values, overrides.get("model") or values.get("model"))
+    unlearning = with_run_length(dict(values.get("unlearning") or {}))
     for key in ("steps", "epochs", "batch_size", "gradient_checkpointing"):
         if overrides.get(key) is not None:
             unlearning[key] = overrides.pop(key)

@@ -8,9 +8,10 @@ import sys
 import pytest
 
 from cli_helpers import run_cli
-from repo_paths import REAL_TOFU
+from repo_paths import REAL_TOFU, REPO
 from soul_bench.registry import load_task
 
+REPO_TASKS = REPO / "tasks"
 MICRO = ["--preset", "micro", "--steps", "2", "--no-progress"]
 
 
@@ -129,7 +130,7 @@ def test_console_script_exit_code(tmp_path):
 def test_list_shows_every_kind(capsys):
     code, stdout, _ = run_cli(["list"], capsys)
     assert code == 0
-    for name in ("tofu", "graddiff", "npo", "sophia", "soul", "forget_quality"):
+    for name in ("tofu", "graddiff", "npo", "sophia", "soul", "forget_quality", "smollm2-135m", "tofu-llama3.2-1b"):
         assert name in stdout
 
 
@@ -144,6 +145,8 @@ def test_real_tofu_local_folder_end_to_end(tmp_path, capsys):
     assert record["spec"]["data"] == f"local:{local}"
     assert len(record["per_item"]["forget"]["avg_gt_loss"]) == 6
     assert len(record["per_item"]["real_authors"]["average_perturb_loss"][0]) == 3
+    assert "no holdout set" in stdout  # why the MIA columns are empty, said once on the console
+    assert stdout.count("no holdout set") == 1
 
 
 def test_hparam_flag_reaches_the_record(tmp_path, capsys):
@@ -185,3 +188,28 @@ def test_one_shot_iu_runs_ga_and_records_npo_as_skipped(tmp_path, capsys):
     assert records["ga"]["status"] == "ok" and records["ga"]["timings"]["steps"] == 1
     assert "update_norm" in records["ga"]["train_log"][0]
     assert records["npo"]["status"] == "skipped" and "no such objective" in records["npo"]["error"]
+
+
+def test_users_own_harness_task_runs_and_reaches_the_leaderboard(tmp_path, capsys):
+    """--harness-include DIR adds a user's lm-eval task folder; every harness metric the run
+    produced gets a leaderboard column, also those the task card does not describe."""
+    harness = tmp_path / "my_tasks"
+    harness.mkdir()
+    card_task = (REPO_TASKS / "tofu" / "harness" / "tofu_mc.yaml").read_text()
+    (harness / "my_mc.yaml").write_text(card_task.replace("task: tofu_mc", "task: my_mc"))
+    shutil.copy(REPO_TASKS / "tofu" / "harness" / "tofu_mc.jsonl", harness / "tofu_mc.jsonl")
+    out = tmp_path / "out"
+    code, _, err = run_cli(["run", "--methods", "ga", "--optimizers", "adamw", "--harness-tasks", "my_mc",
+                            "--harness-include", harness, "--harness-limit", "4", "--out", out, *MICRO], capsys)
+    assert code == 0, err
+    record = json.loads(next((out / "records").glob("*ga-adamw*.json")).read_text())
+    assert 0.0 <= record["metrics"]["harness/my_mc/acc"] <= 1.0 and record["spec"]["harness"]["include"] == [str(harness)]
+    header = next(line for line in (out / "leaderboard.md").read_text().splitlines() if line.startswith("|"))
+    assert "my_mc acc" in header and "my_mc acc_norm" in header
+
+
+def test_missing_harness_include_folder_is_one_line(tmp_path, capsys):
+    code, _, err = run_cli(["run", "--harness-tasks", "my_mc", "--harness-include", tmp_path / "nowhere",
+                            "--out", tmp_path / "out", *MICRO], capsys)
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

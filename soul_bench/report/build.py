@@ -38,7 +38,8 @@ from typing import Any
 from soul_bench.report import figures, latex
 from soul_bench.report import leaderboard as lb
 from soul_bench.report.columns import (DEFAULT_TRADEOFF, MISSING, LeaderboardError, as_number, display_name,
-                                       format_value, md_escape, metric_columns, record_kind, tradeoff_axes)
+                                       format_value, harness_metric_descriptions, md_escape, metric_columns,
+                                       record_kind, tradeoff_axes)
 from soul_bench.report.files import write_text
 from soul_bench.report.ranking import rank_rule
 from soul_bench.report.stats import DEFAULT_LEVEL, MIN_PAIRED, NA, format_p, optimizer_comparison_rows
@@ -251,6 +252,8 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
 
     sources = [(str(d), lb.load_records(d)) for d in run_dirs]
     records, conflicts, duplicates = merge_records(sources)
+    # lm-eval tasks the user added (not described by the card) get columns of their own
+    metrics += harness_metric_descriptions(records, [column.name for column in columns])
     if conflicts and on_conflict == "error":
         raise LeaderboardError(f"{len(conflicts)} conflicting cell(s), e.g. {conflicts[0].describe()}")
     splits = sorted({str(s) for r in records if (s := _split(r)) is not None})

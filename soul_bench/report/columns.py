@@ -188,6 +188,29 @@ def metric_columns(metrics: Iterable[Any]) -> list[MetricColumn]:
     return [m for m in columns if m.headline] + [m for m in columns if not m.headline]
 
 
+HARNESS_PREFIX = "harness/"
+# lm-eval metrics where lower is better; every other lm-eval metric (acc, acc_norm, exact_match,
+# f1, bleu, mcc, …) is higher-is-better
+HARNESS_LOWER = {"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "ter"}
+
+
+def harness_metric_descriptions(records: Iterable[Mapping], known: Iterable[str]) -> list[dict]:
+    """Columns for the lm-eval metrics the records hold that the task card does not describe
+    (``--harness-tasks`` the user chose): ``harness/<task>/<metric>[/<filter>]``, direction from
+    the metric's name, standard errors left out. Sorted by name, after the card's own columns."""
+    known = set(known)
+    names = {name for record in records for name in (record.get("metrics") or {})
+             if name.startswith(HARNESS_PREFIX) and name not in known}
+    descriptions = []
+    for name in sorted(names):
+        parts = name[len(HARNESS_PREFIX):].split("/")
+        if len(parts) < 2 or parts[1].endswith("_stderr"):
+            continue
+        direction = "lower" if parts[1] in HARNESS_LOWER else "higher"
+        descriptions.append({"name": name, "label": f"{parts[0]} {'/'.join(parts[1:])}", "direction": direction})
+    return descriptions
+
+
 def headline_columns(columns: list[MetricColumn]) -> list[MetricColumn]:
     """The headline columns, or all of them when the task marks none."""
     return [m for m in columns if m.headline] or columns
