@@ -30,6 +30,8 @@ Everything here is numpy except :func:`gradnorm_scores`, which needs the model.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 import zlib
 
 import numpy as np
@@ -129,66 +131,220 @@ def reference_score(avg_nll, reference_avg_nll):
     return float(out) if out.ndim == 0 else out
 
 
-def gradnorm_scores(model, tokenizer, fmt, pairs: list[tuple[str, str]], include_eos: bool = False) -> np.ndarray:
-    """GradNorm attack (as in open-unlearning, after Wang et al. 2024, "Pandora's white-box"):
-    per (question, answer) pair,
+# Automatic GradNorm batch size, per device type: (bytes of per-sample gradients one batch may
+# hold, most items per batch). On CPU a batch is no faster than the per-item loop once its
+# gradients and activations leave the caches: benchmarks/gradnorm_speed.py (one thread) peaks
+# near B = 8 on the TOFU 'tiny' Llama (18 MiB a gradient) and B = 16 on 'micro' (0.6 MiB), and
+# B = 58 (1 GiB) runs at half the loop's speed. On a GPU the per-item loop of a small model is
+# bound by kernel launches, which a batch shares.
+GRADNORM_BATCH_BUDGETS = {"cpu": (128 * 2**20, 16), "cuda": (2**30, 64)}
+
+
+def gradnorm_scores(model, tokenizer, fmt, pairs: list[tuple[str, str]], include_eos: bool = False, *,
+                    gradnorm_batch_size: int | None = None) -> np.ndarray:
+    """GradNorm attack (Wang et al. 2024, "Pandora's white-box: precise training data detection
+    and extraction in large language models"; as open-unlearning's ``GradNormAttack``,
+    ``src/evals/metrics/mia/gradnorm.py``, with p = 2): per (question, answer) pair,
 
         score = −(1/|P|) Σ_{θ ∈ P} ‖∇_θ NLL(x)‖₂,
 
     NLL(x) the *mean* NLL over the answer tokens, P the parameter tensors that receive a
-    gradient (the trainable ones; all of them if none is trainable). A member sits near a
-    minimum of the loss, so its gradient is small → negated so that higher = member.
+    gradient (the trainable ones the loss reaches; all of them if none is trainable), each
+    tensor's own L2 norm (not the norm of the whole gradient). A member sits near a minimum of
+    the loss, so its gradient is small → negated so that higher = member.
 
     The EOS label after the answer is masked unless ``include_eos`` (open-unlearning's
     ``tokenwise_logprobs`` drops it too); an answer with no other label keeps it (module
     docstring). Unlike open-unlearning, which runs this in train mode, dropout stays off.
 
-    One forward + backward per sample (batch of one: no padding effects), model in eval mode
-    (no dropout). Gradients come from ``torch.autograd.grad``, so no ``.grad`` is accumulated
-    and no optimiser state is touched; afterwards every ``.grad`` is set to None, the
-    ``requires_grad`` flags are restored and the model is left in eval mode.
+    ``gradnorm_batch_size`` B: items whose per-sample gradients are computed together
+    (:func:`gradnorm_scores_encoded`); None picks B from :data:`GRADNORM_BATCH_BUDGETS`,
+    1 is one forward + backward per item. Every B gives the same scores (up to float rounding).
     """
     from soul_bench.data import encode_qa
 
-    return gradnorm_scores_encoded(model, tokenizer, [encode_qa(tokenizer, fmt, q, a) for q, a in pairs], include_eos)
+    encoded = [encode_qa(tokenizer, fmt, q, a) for q, a in pairs]
+    return gradnorm_scores_encoded(model, tokenizer, encoded, include_eos, gradnorm_batch_size=gradnorm_batch_size)
 
 
 def gradnorm_scores_encoded(model, tokenizer, encoded: list[tuple[list[int], list[int]]],
-                            include_eos: bool = False) -> np.ndarray:
-    """:func:`gradnorm_scores` of examples already encoded as (input_ids, labels), any shape."""
+                            include_eos: bool = False, *, gradnorm_batch_size: int | None = None) -> np.ndarray:
+    """:func:`gradnorm_scores` of examples already encoded as (input_ids, labels), any shape.
+
+    B = ``gradnorm_batch_size`` (None: :func:`automatic_gradnorm_batch_size`). B = 1: one
+    forward + backward per item (batch of one, no padding), gradients from
+    ``torch.autograd.grad``. B > 1: the per-sample gradients of B items at a time from
+    ``torch.func`` — ``vmap(grad(loss))`` over a right-padded batch, the parameters passed
+    through ``functional_call`` — and only their per-tensor norms are kept. The same numbers:
+    each item's loss is computed alone (vmap gives the model a batch of one), and right padding
+    cannot reach its labelled positions through causal attention. Items are grouped by length
+    (less padding). A model that vmap cannot run (data-dependent control flow in its forward,
+    out of memory, ...) falls back to the per-item loop for the items left, with a warning.
+
+    Model in eval mode (no dropout) throughout. No ``.grad`` is accumulated and no optimiser
+    state is touched; afterwards every ``.grad`` is None, the ``requires_grad`` flags are
+    restored and the model is left in eval mode.
+    """
+    if gradnorm_batch_size is not None and gradnorm_batch_size < 1:
+        raise ValueError(f"gradnorm_batch_size must be ≥ 1 or None, got {gradnorm_batch_size}")
+    if not include_eos:
+        encoded = [(ids, mask_eos_label(labels, tokenizer.eos_token_id)) for ids, labels in encoded]
+    scores = np.zeros(len(encoded))
+    with _gradients_enabled(model) as trainable:
+        batch_size = gradnorm_batch_size or automatic_gradnorm_batch_size(trainable)
+        left = list(range(len(encoded)))
+        if batch_size > 1 and len(encoded) > 1:
+            left = _score_in_batches(model, tokenizer.pad_token_id, encoded, trainable, batch_size, scores)
+        for i in left:
+            scores[i] = _item_gradnorm(model, tokenizer.pad_token_id, encoded[i], trainable)
+    return scores
+
+
+def automatic_gradnorm_batch_size(parameters) -> int:
+    """How many items' per-sample gradients fit into the budget of the parameters' device
+    (:data:`GRADNORM_BATCH_BUDGETS`; other devices as CUDA): one item holds a gradient of every
+    parameter, in the parameter's dtype, and vmap keeps B of them at once. At least 1 — a 7B
+    model in bf16 (14 GB a gradient) gets the per-item loop — and at most the device's cap."""
+    parameters = list(parameters)
+    device = parameters[0].device.type if parameters else "cpu"
+    budget_bytes, most_items = GRADNORM_BATCH_BUDGETS.get(device, GRADNORM_BATCH_BUDGETS["cuda"])
+    per_item = sum(p.numel() * p.element_size() for p in parameters)
+    return int(min(most_items, max(1, budget_bytes // max(per_item, 1))))
+
+
+@contextlib.contextmanager
+def _gradients_enabled(model):
+    """The model in eval mode, yielding the parameters to differentiate: the trainable ones, or
+    all of them (made trainable for the while) when none is. Restores the ``requires_grad``
+    flags and clears every ``.grad`` on exit."""
     import torch
 
-    from soul_bench.data import collate, to_device
-    from soul_bench.lm import token_nll
-
-    device = next(model.parameters()).device
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
     if not any(flags):
         for p in params:
             p.requires_grad_(True)
-    used = [p for p in params if p.requires_grad]
     model.eval()
-    scores = np.zeros(len(encoded))
     try:
         with torch.enable_grad():
-            for i, (ids, labels) in enumerate(encoded):
-                if not include_eos:
-                    labels = mask_eos_label(labels, tokenizer.eos_token_id)
-                batch = to_device(collate([(ids, labels)], tokenizer.pad_token_id), device)
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                nll, mask = token_nll(logits, batch["labels"])
-                loss = nll.sum() / mask.sum().clamp(min=1)
-                grads = torch.autograd.grad(loss, used, allow_unused=True)
-                norms = [torch.linalg.vector_norm(g.float()) for g in grads if g is not None]
-                scores[i] = -torch.stack(norms).mean().item()
-                del grads, norms, loss, logits, nll
+            yield [p for p in params if p.requires_grad]
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
         model.zero_grad(set_to_none=True)
         model.eval()
-    return scores
+
+
+def _item_gradnorm(model, pad_id: int, example, trainable) -> float:
+    """One item's GradNorm score by a forward + backward on it alone (batch of one)."""
+    import torch
+
+    from soul_bench.data import collate, to_device
+    from soul_bench.lm import token_nll
+
+    batch = to_device(collate([example], pad_id), next(model.parameters()).device)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    nll, mask = token_nll(logits, batch["labels"])
+    loss = nll.sum() / mask.sum().clamp(min=1)
+    grads = torch.autograd.grad(loss, trainable, allow_unused=True)
+    norms = [torch.linalg.vector_norm(g.float()) for g in grads if g is not None]
+    return -torch.stack(norms).mean().item()
+
+
+# vmap's refusals (data-dependent control flow, missing batching rules raised as errors, an
+# argument a model does not take) and out-of-memory (a RuntimeError) all end in the loop.
+_VMAP_FAILURES = (RuntimeError, TypeError, ValueError)
+
+
+def _score_in_batches(model, pad_id: int, encoded, trainable, batch_size: int, scores: np.ndarray) -> list[int]:
+    """Fill ``scores`` with per-sample gradient norms, ``batch_size`` items of similar length at
+    a time; → the indices left unscored (all of them from the first batch vmap fails on)."""
+    from soul_bench.data import collate, to_device
+
+    by_length = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    chunks = [by_length[start:start + batch_size] for start in range(0, len(by_length), batch_size)]
+    done = 0
+    try:
+        per_sample_norms = _per_sample_norms_function(model, pad_id, encoded[chunks[0][0]], trainable)
+        device = next(model.parameters()).device
+        for chunk in chunks:
+            batch = to_device(collate([encoded[i] for i in chunk], pad_id), device)
+            norms = per_sample_norms(batch["input_ids"], batch["labels"])  # (B, tensors)
+            scores[chunk] = (-norms.mean(dim=1)).cpu().numpy()
+            done += 1
+    except _VMAP_FAILURES as exc:
+        reason = (str(exc).splitlines() or [""])[0]
+        warnings.warn(f"GradNorm: per-sample gradients with torch.func failed ({type(exc).__name__}: {reason}); "
+                      f"scoring the {len(encoded) - sum(map(len, chunks[:done]))} items left one at a time",
+                      RuntimeWarning, stacklevel=3)
+    return [i for chunk in chunks[done:] for i in chunk]
+
+
+def _per_sample_norms_function(model, pad_id: int, probe_example, trainable):
+    """(input_ids, labels) of a right-padded batch → (B, |P|) float32 per-tensor L2 norms of
+    each item's own ∇_θ mean NLL, via ``vmap(grad(...))`` over ``functional_call``; P as in
+    :func:`_reached_parameters`."""
+    import torch
+    from torch.func import functional_call, grad, vmap
+
+    from soul_bench.lm import math_attention, token_nll
+
+    reached = _reached_parameters(model, pad_id, probe_example, trainable)
+    names = {id(p): name for name, p in model.named_parameters()}
+    # A tied weight (embedding = LM head) is one entry; functional_call ties it back.
+    differentiated = {names[id(p)]: p.detach() for p in reached}
+
+    def item_loss(params, ids, labels):
+        # No attention mask: under causal attention a right-padded item's real positions never
+        # see the padding, and the padding carries no label. (The mask would send transformers'
+        # mask builder into data-dependent checks that vmap refuses.)
+        logits = functional_call(model, params, args=(), kwargs={"input_ids": ids[None]}).logits
+        nll, mask = token_nll(logits, labels[None])
+        return nll.sum() / mask.sum().clamp(min=1)
+
+    def item_norms(params, ids, labels):
+        grads = grad(item_loss)(params, ids, labels)
+        return torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads.values()])
+
+    batched = vmap(item_norms, in_dims=(None, 0, 0))
+
+    def per_sample_norms(input_ids, labels):
+        with math_attention():  # the fused SDPA backward kernels have no vmap batching rule
+            return batched(differentiated, input_ids, labels)
+
+    return per_sample_norms
+
+
+def _reached_parameters(model, pad_id: int, example, trainable) -> list:
+    """The ``trainable`` tensors that one item's loss reaches in the autograd graph — those
+    ``torch.autograd.grad(..., allow_unused=True)`` gives a gradient, not None, so the batched
+    mean runs over the same P as the per-item loop (``torch.func.grad`` returns zeros for an
+    unused one, which would lower the mean). One forward, no backward. A model whose used
+    parameters depend on the input (routing) has data-dependent control flow, which vmap
+    refuses anyway."""
+    from soul_bench.data import collate, to_device
+    from soul_bench.lm import token_nll
+
+    batch = to_device(collate([example], pad_id), next(model.parameters()).device)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    nll, _ = token_nll(logits, batch["labels"])
+    leaves = _graph_leaves(nll.sum().grad_fn)
+    return [p for p in trainable if id(p) in leaves]
+
+
+def _graph_leaves(root) -> set[int]:
+    """ids of the leaf tensors (``AccumulateGrad`` nodes' variables) an autograd graph reaches."""
+    leaves, seen, stack = set(), set(), [root]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)
+        if variable is not None:
+            leaves.add(id(variable))
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return leaves
 
 
 def mask_eos_label(labels: list[int], eos_token_id: int | None) -> list[int]:
