@@ -49,6 +49,7 @@ def run(
     dtype: Optional[str] = typer.Option(None, help="weights: auto (bf16 on GPUs that have it, else float32) | float32 (with bf16 autocast on GPUs: fp32 master weights) | bfloat16 | float16"),
     eval_batch_size: Optional[int] = typer.Option(None, help="sequences per evaluation batch (default 32; sets evaluation's peak memory)"),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing", help="recompute activations in the backward pass (less memory, ~30 % slower)"),
+    eval_option: Optional[list[str]] = typer.Option(None, help="KEY=VALUE over the task card's evaluation section, e.g. max_items=300 or max_new_tokens=200 (repeatable)"),
     hparam: Optional[list[str]] = typer.Option(None, help="NAME.KEY=VALUE hyper-parameter of a method or optimiser, e.g. npo.beta=0.2 or sophia.rho=0.03 (repeatable)"),
     harness_tasks: Optional[str] = typer.Option(None, help="comma-separated lm-eval tasks for utility ('' = none); default: the task card's"),
     harness_limit: Optional[int] = typer.Option(None, help="documents per lm-eval task (quick runs)"),
@@ -71,6 +72,7 @@ def run(
     spec = build_spec(config, overrides)
     for target, name, key, value in _parse_hparams(hparam or []):
         getattr(spec, target).setdefault(name, {})[key] = value
+    spec.evaluation.update(_parse_options(eval_option or [], "--eval-option", "max_items=300"))
     Runner(spec, console).run()
 
 
@@ -82,6 +84,19 @@ def unescape(text: str | None) -> str | None:
     import re
 
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
+
+
+def _parse_options(items: list[str], flag: str, example: str) -> dict:
+    """["max_items=300"] → {"max_items": 300}; values are typed as YAML reads them."""
+    import yaml
+
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not (sep and key.strip()):
+            raise UserError(f"{flag} '{item}' must look like KEY=VALUE, e.g. {example}")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
 
 
 def _parse_hparams(items: list[str]) -> list[tuple[str, str, str, object]]:

@@ -113,6 +113,8 @@ def build_method(name: str, hparams: dict | None = None) -> Method:
         raise UserError(str(exc)) from exc
     try:
         return cls(**(hparams or {}))
+    except ValueError as exc:  # a value out of the method's bounds
+        raise UserError(str(exc)) from exc
     except TypeError as exc:
         fields = ", ".join(cls.__dataclass_fields__) or "none"
         raise UserError(f"bad hyper-parameters for method '{name}' ({exc}); valid: {fields}") from exc

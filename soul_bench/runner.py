@@ -58,10 +58,22 @@ def cell_settings(task: Task, spec: SweepSpec, method: str, optimizer: str, seed
     return loop, method_hp, optimizer_hp
 
 
+def looks_like_a_path(name: str) -> bool:
+    """A model name that cannot be a hub id (``org/name``): it starts like a path or has more
+    than one part."""
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+
+
 def check_model_path(flag: str, path: str | None) -> None:
-    """A local path given as a model must be a folder written by ``save_pretrained`` (a hub id,
-    which does not exist locally, is left to the loader)."""
-    if path is None or not Path(path).exists():
+    """A local path given as a model must be a folder written by ``save_pretrained``; a name that
+    is a path but does not exist fails now, not later with the hub's "Repo id must be in the
+    form …" (a hub id, which does not exist locally, is left to the loader)."""
+    if path is None:
+        return
+    if not Path(path).exists():
+        if looks_like_a_path(path):
+            raise UserError(f"{flag} '{path}': no such folder; give a model preset (soul-bench list models), a "
+                            "Hugging Face id (org/name) or a folder written by save_pretrained")
         return
     if not Path(path).is_dir() or not (Path(path) / "config.json").is_file():
         raise UserError(f"{flag} '{path}' is not a model folder (no config.json); give a Hugging Face model id "
@@ -77,6 +89,8 @@ class Runner:
         if spec.max_length is not None:  # every reader of the card (stages, unlearning, evaluation) sees it
             card = self.task.card.spec
             card.examples = card.examples.model_copy(update={"max_length": spec.max_length})
+        if spec.evaluation:
+            self.task.override_section("evaluation", spec.evaluation, "run setting 'evaluation'")
         self.methods = registry.methods()  # built-ins + entry-point plugins, looked up once
         registry.check_names("method", spec.methods, self.methods)
         registry.check_names("optimizer", spec.optimizers, registry.optimizers())

@@ -44,6 +44,7 @@ class SweepSpec(BaseModel):
     method_hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
     optimizer_hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
     embedded: dict[str, Any] = Field(default_factory=dict)         # overrides of the preset recipe
+    evaluation: dict[str, Any] = Field(default_factory=dict)       # overrides of the card's evaluation section
     lora: dict[str, Any] | None = None  # peft LoraConfig options (r, lora_alpha, target_modules, …); None = full fine-tune
     harness_tasks: list[str] | None = None  # lm-eval tasks; None = the card's choice for the data source
     harness_limit: int | None = Field(default=None, ge=1)

@@ -150,6 +150,16 @@ class Task:
         self.options = {section: parse_section(getattr(card.spec, section), model, card.folder / "task.yaml", section)
                         for section, model in self.section_models.items()}
 
+    def override_section(self, section: str, values: dict, where: str) -> None:
+        """A run's overrides of a task-owned card section (e.g. ``evaluation: {max_items: 300}``),
+        validated by the task's own model as the card itself is; records then carry the merged
+        section, so a cell evaluated differently is a different cell."""
+        merged = {**self.card.section(section), **values}
+        if section in self.section_models:
+            self.options[section] = parse_section(merged, self.section_models[section], where, section)
+            merged = self.options[section].model_dump()
+        setattr(self.card.spec, section, merged)
+
     def prompt_format(self, template: str | None = None, answer_prefix: str | None = None,
                       system_prompt: str | None = None) -> PromptFormat:
         """The card's prompt section, with a run's overrides (None = the card's)."""

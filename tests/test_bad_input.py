@@ -27,6 +27,10 @@ FLAG_CASES = [
     (["--max-length", "4"], "bad setting 'max_length': Input should be greater than or equal to 8"),
     (["--system-prompt", "Be brief."], "a system prompt needs the chat template"),
     (["--dtype", "fp8"], "bad setting 'dtype'"),
+    (["--hparam", "npo.beta=-1"], "npo.beta must be > 0, got -1"),
+    (["--hparam", "npo.beta=0"], "npo.beta must be > 0, got 0"),
+    (["--methods", "graddiff", "--hparam", "graddiff.retain_weight=-0.5"], "graddiff.retain_weight must be >= 0"),
+    (["--methods", "rmu", "--hparam", "rmu.layer=-2"], "rmu.layer must be >= 0"),
     (["--eval-batch-size", "0"], "bad setting 'eval_batch_size'"),
 ]
 

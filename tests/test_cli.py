@@ -213,3 +213,28 @@ def test_missing_harness_include_folder_is_one_line(tmp_path, capsys):
                             "--out", tmp_path / "out", *MICRO], capsys)
     assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_options_cap_items_and_fix_the_generation_budget(tmp_path, capsys, monkeypatch):
+    """--eval-option overrides the card's evaluation section (validated by the task, recorded):
+    an item cap per eval set and open-unlearning's fixed generation budget."""
+    import soul_bench.evaluate.likelihood as likelihood
+
+    budgets = []
+    real = likelihood.generate_answers
+
+    def recording(model, tokenizer, fmt, questions, max_new_tokens, *args, **kwargs):
+        budgets.append(max_new_tokens)
+        return real(model, tokenizer, fmt, questions, max_new_tokens, *args, **kwargs)
+
+    monkeypatch.setattr(likelihood, "generate_answers", recording)  # the run loads the task module afresh
+    out = tmp_path / "out"
+    code, _, err = run_cli(["run", "--methods", "ga", "--optimizers", "adamw", "--harness-tasks", "", "--out", out,
+                            "--eval-option", "max_items=3", "--eval-option", "max_new_tokens=5", *MICRO], capsys)
+    assert code == 0, err
+    record = json.loads(next((out / "records").glob("*ga-adamw*.json")).read_text())
+    assert record["spec"]["evaluation"]["max_items"] == 3 and record["spec"]["evaluation"]["max_new_tokens"] == 5
+    assert len(record["per_item"]["forget"]["avg_gt_loss"]) == 3
+    assert budgets and all(b == [5] * len(b) for b in budgets)
+    code, _, err = run_cli(["run", "--eval-option", "max_items=0", "--out", tmp_path / "bad", *MICRO], capsys)
+    assert code == 2 and "max_items" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()

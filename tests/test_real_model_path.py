@@ -79,4 +79,5 @@ def test_model_without_data_never_swaps_in_synthetic_data_unasked(hf_folders, tm
 
 def test_missing_model_folder_is_one_line_exit_2(tmp_path, capsys):
     code, _, err = run_cli(["run", "--model", tmp_path / "no-model", "--data", "synthetic", "--out", tmp_path / "out"], capsys)
-    assert code == 2 and "cannot load model" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "no such folder" in err and len(err.strip().splitlines()) == 1  # not the hub's "Repo id …"
+    assert not (tmp_path / "out").exists()

@@ -41,6 +41,17 @@ class Method:
     # example shapes (soul_bench.data) the objective makes sense on; a task of another shape refuses the method
     shapes = ("qa", "completion", "text")  # no annotation: a class attribute, not a hyper-parameter
     influence_compatible = False  # True only when the forget objective is the plain forget CE (IU may stand in)
+    # hyper-parameter bounds, checked when the method is built: name → "positive" or "non-negative"
+    # (a negative retain weight would ascend on the retain set; NPO's β ≤ 0 divides by zero or flips it)
+    bounds = {"retain_weight": "non-negative"}
+
+    def __post_init__(self):
+        for key, bound in self.bounds.items():
+            value = getattr(self, key, None)
+            if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue  # absent here, or a type error reported by the registry's check
+            if value < 0 or (bound == "positive" and value == 0):
+                raise ValueError(f"{self.name}.{key} must be {'> 0' if bound == 'positive' else '>= 0'}, got {value!r}")
 
     def setup(self, model, reference=None) -> None:
         """Called once before the optimiser is built: e.g. freeze what the method must not train."""
@@ -109,6 +120,7 @@ class NPO(Method):
     """NPO (Zhang et al. 2024): L = (2/β)·E_F[ log(1 + (π_θ(y|x)/π_ref(y|x))^β) ], β default 0.1."""
 
     name = "npo"
+    bounds = {"beta": "positive", "retain_weight": "non-negative"}
     description = "negative preference optimisation against the frozen target (β=0.1)"
     needs_reference = True
     beta: float = 0.1
@@ -122,6 +134,7 @@ class NPORetain(Method):
     """NPO+RT: L = (2/β)·E_F[ log(1 + (π_θ/π_ref)^β) ] + λ·CE(R)."""
 
     name = "npo-rt"
+    bounds = {"beta": "positive", "retain_weight": "non-negative"}
     description = "NPO plus λ·CE on the retain set"
     needs_reference = True
     needs_retain = True
@@ -140,6 +153,7 @@ class SimNPO(Method):
     β = 2.5, γ = 0; length-normalised, no reference model."""
 
     name = "simnpo"
+    bounds = {"beta": "positive", "retain_weight": "non-negative"}
     description = "reference-free, length-normalised NPO plus λ·CE(R) (β=2.5, γ=0)"
     needs_retain = True
     beta: float = 2.5
@@ -218,6 +232,7 @@ class DPO(Method):
     SPEC (as NPO's), so β → 0 keeps the loss on an O(1) scale."""
 
     name = "dpo"
+    bounds = {"beta": "positive", "retain_weight": "non-negative"}
     description = "DPO: refusal preferred over the original forget answer, plus λ·CE(R) (β=0.1)"
     needs_retain = True
     needs_reference = True
@@ -313,6 +328,7 @@ class RMU(Method):
     """
 
     name = "rmu"
+    bounds = {"steering_coeff": "non-negative", "alpha": "non-negative", "layer": "non-negative"}
     description = "representation misdirection: layer-ℓ activations on F → c·u, on R → the reference's (α=100, c=20)"
     needs_retain = True
     needs_reference = True

@@ -73,6 +73,7 @@ class TofuEvaluation(BaseModel):
     truth_ratio_mean: Literal["geometric", "arithmetic"] = "geometric"  # TOFU's / SOUL's variant
     max_items: int | None = Field(default=None, ge=1)   # legacy TOFU capped every eval set at 300
     generation_margin: int = Field(default=8, ge=0)     # greedy answer budget = reference answer tokens + margin
+    max_new_tokens: int | None = Field(default=None, ge=1)  # a fixed budget instead (open-unlearning: 200)
 
 
 class Tofu(Task):
@@ -186,7 +187,10 @@ class Tofu(Task):
         # One batched greedy-generation pass over every question.
         questions = [(name, item) for name, items in eval_sets.items() for item in items]
         margin = options.generation_margin
-        budgets = [answer_length(tokenizer, fmt, item["question"], item["answer"]) + margin for _, item in questions]
+        if options.max_new_tokens is not None:
+            budgets = [options.max_new_tokens] * len(questions)
+        else:
+            budgets = [answer_length(tokenizer, fmt, item["question"], item["answer"]) + margin for _, item in questions]
         clock = time.perf_counter()
         generations = generate_answers(model, tokenizer, fmt, [item["question"] for _, item in questions], budgets, batch_size)
         timings["generation_s"] = time.perf_counter() - clock
