@@ -49,6 +49,7 @@ def run(
     dtype: Optional[str] = typer.Option(None, help="weights: auto (bf16 on GPUs that have it, else float32) | float32 (with bf16 autocast on GPUs: fp32 master weights) | bfloat16 | float16"),
     eval_batch_size: Optional[int] = typer.Option(None, help="sequences per evaluation batch (default 32; sets evaluation's peak memory)"),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing", help="recompute activations in the backward pass (less memory, ~30 % slower)"),
+    probes: Optional[str] = typer.Option(None, help="robustness probes of every unlearned model, e.g. relearn,quant (relearning attack; 4-bit quantisation)"),
     eval_option: Optional[list[str]] = typer.Option(None, help="KEY=VALUE over the task card's evaluation section, e.g. max_items=300 or max_new_tokens=200 (repeatable)"),
     hparam: Optional[list[str]] = typer.Option(None, help="NAME.KEY=VALUE hyper-parameter of a method or optimiser, e.g. npo.beta=0.2 or sophia.rho=0.03 (repeatable)"),
     harness_tasks: Optional[str] = typer.Option(None, help="comma-separated lm-eval tasks for utility ('' = none); default: the task card's"),
@@ -68,7 +69,8 @@ def run(
                      answer_prefix=unescape(answer_prefix), system_prompt=unescape(system_prompt),
                      max_length=max_length, dtype=dtype, eval_batch_size=eval_batch_size,
                      gradient_checkpointing=gradient_checkpointing, tasks_dirs=tasks_dir or None, show_progress=False if no_progress else None,
-                     harness_tasks=split_csv(harness_tasks), harness_limit=harness_limit, harness_include=harness_include or None, shard=shard)
+                     harness_tasks=split_csv(harness_tasks), harness_limit=harness_limit, harness_include=harness_include or None, shard=shard,
+                     probes=split_csv(probes))
     spec = build_spec(config, overrides)
     for target, name, key, value in _parse_hparams(hparam or []):
         getattr(spec, target).setdefault(name, {})[key] = value

@@ -114,6 +114,59 @@ def load_model(name_or_path: str, device: torch.device, dtype: torch.dtype | Non
     return model.to(device), tokenizer
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def weights_fingerprint(name_or_path: str) -> str:
+    """What identifies the weights a model name stands for, so a record says which target and
+    retain model it came from (the same path can hold other weights: the same commit prepared
+    on another CPU gives another embedded target).
+
+    A local folder: ``sha256:<16 hex>`` of its weight files' bytes (name + content, sorted),
+    remembered per file size and mtime in the cache, so a 7B folder is read once. A hub id:
+    ``<id>@<commit>`` of the revision its config resolves to (config.json only is fetched)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        files = sorted(f for f in path.iterdir() if f.is_file() and f.suffix in WEIGHT_SUFFIXES)
+        digest = hashlib.sha256()
+        for file in files:
+            digest.update(file.name.encode())
+            digest.update(_file_sha256(file).encode())
+        return f"sha256:{digest.hexdigest()[:16]}"
+    try:
+        from transformers import AutoConfig
+
+        commit = getattr(AutoConfig.from_pretrained(name_or_path), "_commit_hash", None)
+    except (OSError, ValueError):
+        commit = None
+    return f"{name_or_path}@{commit or 'unknown-revision'}"
+
+
+def _file_sha256(file: Path) -> str:
+    """sha256 of a file, memoised in the cache by (path, size, mtime)."""
+    stat = file.stat()
+    key = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    memo_path = cache_root() / "weight-hashes.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if key not in memo:
+        digest = hashlib.sha256()
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+        memo[key] = digest.hexdigest()
+        try:
+            memo_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(memo))
+            tmp.replace(memo_path)
+        except OSError:
+            pass  # a read-only cache only costs re-hashing
+    return memo[key]
+
+
 def save_model(model, tokenizer, directory: Path, meta: dict) -> None:
     """save_pretrained into a temp folder, then rename: a cache entry is complete or absent."""
     directory = Path(directory)

@@ -21,8 +21,10 @@ from soul_bench.engine.loop import LoopSettings, run_loop, run_one_shot
 from soul_bench.engine.lora import AdaptersDisabled, apply_lora
 from soul_bench.engine.refusals import with_refusals
 from soul_bench.engine.optimizers import build_optimizer, optimizer_defaults, weight_decay_groups
+from soul_bench.engine.probes import PROBES, probe_settings, quantised, relearned
 from soul_bench.errors import UserError
-from soul_bench.models import cache_root, content_hash, load_model, quiet_transformers, resolve_device
+from soul_bench.models import (cache_root, content_hash, load_model, quiet_transformers, resolve_device,
+                               weights_fingerprint)
 from soul_bench.prepare import embedded_preset, prepare_embedded
 from soul_bench.presets import model_presets, resolve_model
 from soul_bench.report.build import build_report
@@ -111,6 +113,7 @@ class Runner:
                     raise UserError(str(exc)) from exc
                 self.one_shot[optimizer] = getattr(built, "one_shot", False)
         self.check_methods_fit_shape()
+        self.probe_settings = self.check_probes()
         self.device = resolve_device(spec.device)
         self.fmt = self.task.prompt_format(spec.prompt_template, spec.answer_prefix, spec.system_prompt)
         self.preset = model_presets()[spec.model_preset] if spec.model_preset else None
@@ -147,6 +150,8 @@ class Runner:
         if "target" not in self.baseline_paths:
             raise UserError(f"task '{self.task.name}': no target model (baseline 'target' has no embedded stage or flag)")
         self.target_path, self.retain_path = self.baseline_paths["target"], self.baseline_paths.get("retain")
+        # which weights, not only which path: records of other weights are other cells
+        self.weights = {kind: weights_fingerprint(path) for kind, path in self.baseline_paths.items()}
         self.check_data_fits_methods()
 
     def check_methods_fit_shape(self) -> None:
@@ -159,6 +164,17 @@ class Runner:
             if shape not in method.shapes:
                 raise UserError(f"method '{name}' needs {' or '.join(method.shapes)} examples; task '{self.task.name}' "
                                 f"unlearns {shape} examples (methods that fit: {', '.join(fitting)})")
+
+    def check_probes(self) -> dict:
+        """Known probe names and valid probe settings, before any work."""
+        registry.check_names("probe", self.spec.probes, PROBES)
+        unknown = sorted(set(self.spec.probe_options) - set(PROBES))
+        if unknown:
+            raise UserError(f"probe_options names unknown probe '{unknown[0]}'; valid: {', '.join(PROBES)}")
+        try:
+            return {name: probe_settings(name, self.spec.probe_options.get(name)) for name in self.spec.probes}
+        except (TypeError, ValueError) as exc:
+            raise UserError(str(exc)) from exc
 
     def check_data_fits_methods(self) -> None:
         """Refuse, in one line, a method whose data this task's data cannot give (before any unlearning)."""
@@ -219,6 +235,9 @@ class Runner:
             identity["dtype"] = self.spec.dtype
         if self.spec.model_preset:
             identity["model_preset"] = self.spec.model_preset
+        identity["weights"] = self.weights
+        if self.spec.probes and kind == "unlearned":  # only then: records of runs without probes keep their ids
+            identity["probes"] = {name: dataclasses.asdict(self.probe_settings[name]) for name in self.spec.probes}
         parts = [self.task.name, self.data.forget_split, kind] + [str(p) for p in (method, optimizer) if p]
         if seed is not None:
             parts.append(f"s{seed}")
@@ -358,7 +377,29 @@ class Runner:
             record.update(status="failed", error=result.failure, metrics={}, environment=environment())
             write_json_atomic(record_path(self.out, record["cell_id"]), record)
             return record
-        return self.evaluate_into(record, model, tokenizer, reference_items)
+        record = self.evaluate_into(record, model, tokenizer, reference_items)
+        if self.spec.probes:
+            self.run_probes(record, model, tokenizer, forget, optimizer_hp.get("lr"), seed, reference_items)
+        return record
+
+    def run_probes(self, record: dict, model, tokenizer, forget, lr: float | None, seed: int, reference_items) -> None:
+        """Attack the unlearned model with each probe, evaluate the attacked copy with the task's
+        own evaluation, add its metrics as ``<probe>/<metric>`` and rewrite the record."""
+        if isinstance(model, torch.nn.Module) and hasattr(model, "merge_and_unload") and self.spec.lora:
+            model = model.merge_and_unload()  # probes act on the plain weights
+        for name in self.spec.probes:
+            settings = self.probe_settings[name]
+            tick = time.perf_counter()
+            if name == "relearn":
+                attacked = relearned(model, forget, tokenizer.pad_token_id, settings, lr or 1e-5, seed)
+            else:
+                attacked = quantised(model, settings)
+            metrics, _ = self.task.evaluate(attacked, tokenizer, self.fmt, self.data, reference_items,
+                                            self.spec.eval_batch_size)
+            del attacked
+            record["metrics"].update({f"{name}/{key}": value for key, value in metrics.items()})
+            record["timings"][f"probe_{name}_s"] = time.perf_counter() - tick
+        write_json_atomic(record_path(self.out, record["cell_id"]), record)
 
     # ------------------------------------------------------------ whole sweep
     def run(self) -> Path:

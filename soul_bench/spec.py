@@ -50,6 +50,8 @@ class SweepSpec(BaseModel):
     harness_limit: int | None = Field(default=None, ge=1)
     harness_include: list[str] = Field(default_factory=list)  # folders of the user's own lm-eval task YAMLs
     show_progress: bool = True
+    probes: list[str] = Field(default_factory=list)                 # robustness probes per cell: relearn, quant
+    probe_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # e.g. {relearn: {steps: 10}}
     shard: str | None = None            # "I/N": run every N-th cell from the I-th (0 <= I < N); merge with `report`
 
     @field_validator("shard")

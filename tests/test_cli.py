@@ -49,6 +49,11 @@ def test_run_writes_a_record_per_cell_and_the_leaderboard(micro_run):
         assert record["environment"]["torch"]
         assert 0.0 <= record["metrics"]["harness/tofu_mc/acc"] <= 1.0 and record["metrics"]["harness/tofu_mc/acc_stderr"] >= 0
         assert record["harness"]["lm_eval_version"] and record["harness"]["n_samples"]
+    fingerprints = {json.dumps(r["spec"]["weights"], sort_keys=True) for r in records}
+    assert len(fingerprints) == 1  # every record names the same target and retain weights
+    weights = records[0]["spec"]["weights"]
+    assert weights["target"].startswith("sha256:") and weights["retain"].startswith("sha256:")
+    assert weights["target"] != weights["retain"]
     retain = next(r for r in records if r["kind"] == "retain")
     assert retain["metrics"]["forget_quality"] == pytest.approx(1.0)  # KS of a sample with itself
     unlearned = [r for r in records if r["kind"] == "unlearned"]

@@ -165,3 +165,23 @@ def test_lora_reference_is_the_base_with_adapters_disabled(model, tokenizer, enc
                       reference=reference, show_progress=False)
     assert result.steps_done == 3 and not result.failure
     assert torch.allclose(reference(**inputs).logits, expected, atol=1e-5)  # still the target after training
+
+
+def test_weights_fingerprint_follows_the_bytes_not_the_path(tmp_path, monkeypatch):
+    import os
+
+    from soul_bench.models import weights_fingerprint
+
+    monkeypatch.setenv("SOUL_BENCH_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights-1")
+    first = weights_fingerprint(str(folder))
+    assert first.startswith("sha256:") and weights_fingerprint(str(folder)) == first
+    assert (tmp_path / "cache" / "weight-hashes.json").is_file()  # a 7B folder is read once
+    (folder / "config.json").write_text('{"a": 1}')  # not weights
+    assert weights_fingerprint(str(folder)) == first
+    (folder / "model.safetensors").write_bytes(b"weights-2")
+    os.utime(folder / "model.safetensors", ns=(1, 1))  # a new mtime in any case
+    assert weights_fingerprint(str(folder)) != first

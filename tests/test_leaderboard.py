@@ -289,7 +289,8 @@ def test_harness_metrics_outside_the_card_get_columns_with_their_direction():
     from soul_bench.report.columns import harness_metric_descriptions
 
     records = [{"metrics": {"harness/mmlu/acc": 0.4, "harness/mmlu/acc_stderr": 0.01, "harness/wikitext/word_perplexity": 20.0,
-                            "harness/gsm8k/exact_match/strict-match": 0.1, "harness/tofu_mc/acc": 0.9, "forget/prob": 0.5}}]
+                            "harness/gsm8k/exact_match/strict-match": 0.1, "harness/tofu_mc/acc": 0.9,
+                            "harness/tofu_mc/acc_norm": 0.8, "forget/prob": 0.5}}]  # the card shows tofu_mc's acc only
     described = harness_metric_descriptions(records, ["harness/tofu_mc/acc"])
     assert [(d["name"], d["direction"]) for d in described] == [
         ("harness/gsm8k/exact_match/strict-match", "higher"), ("harness/mmlu/acc", "higher"),

@@ -459,3 +459,21 @@ def render(out_dir: str | Path) -> dict:
 if __name__ == "__main__":
     for name, path in sorted(render(sys.argv[1] if len(sys.argv) > 1 else "/tmp/report_test").items()):
         print(name, path)
+
+
+def test_records_of_other_target_weights_are_conflicts_not_seeds(tmp_path):
+    """The same embedded path prepared on another machine holds other weights: a run made from
+    it must not be averaged into the rows as more seeds."""
+    records = fixture_records()
+    for r in records:
+        r.setdefault("spec", {})["weights"] = {"target": "sha256:aaaa", "retain": "sha256:bbbb"}
+    elsewhere = [json.loads(json.dumps(r)) for r in records if r["seed"] == 2 and r["kind"] == "unlearned"]
+    for r in elsewhere:
+        r["seed"], r["cell_id"] = 9, r["cell_id"] + "-s9"
+        r["spec"]["weights"]["target"] = "sha256:cccc"
+    run_a, run_b = write_run(tmp_path / "a", records), write_run(tmp_path / "b", elsewhere)
+    paths = build_report([run_a, run_b], tmp_path / "rep", METRICS, RANK_BY, "merged", TRADEOFF, figures_too=False)
+    assert len(paths.records) == len(records) and not any(r["seed"] == 9 for r in paths.records)
+    assert len(paths.conflicts) == len(elsewhere)
+    assert all(c.reason.startswith("made from other target weights (sha256:cccc vs sha256:aaaa)") for c in paths.conflicts)
+    assert "other target weights" in paths["conflicts.md"].read_text(encoding="utf-8")

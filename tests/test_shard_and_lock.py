@@ -49,3 +49,43 @@ def test_a_folder_another_sweep_is_writing_is_refused(tmp_path, capsys):
     finally:
         held.close()
     assert run_cli([*SWEEP, "--out", out], capsys)[0] == 0  # released: the folder is usable again
+
+
+@pytest.mark.slow  # three sweeps (~1 min): .ci/run runs the slow tier after the default one
+def test_a_sweep_killed_mid_run_resumes_to_the_uninterrupted_result(tmp_path, capsys):
+    """SIGKILL a sweep (a real process: no cleanup runs) after its first cell's record is written;
+    the same command again skips the finished cells, redoes the rest, and ends with the records
+    an uninterrupted sweep writes. Records are written atomically: every record file is whole."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "soul_bench.cli", *SWEEP, "--steps", "3", "--harness-tasks", ""]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert run_cli([*SWEEP, "--steps", "3", "--harness-tasks", "", "--out", whole], capsys)[0] == 0  # also prepares
+    process = subprocess.Popen([*command, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not list((killed / "records").glob("*unlearned*.json")) and process.poll() is None:
+        assert time.monotonic() < deadline, "the sweep wrote no cell record in 5 minutes"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    finished = {p.name for p in (killed / "records").glob("*.json")}
+    assert 0 < len([n for n in finished if "unlearned" in n]) < 4  # killed mid-sweep
+    for path in (killed / "records").glob("*.json"):  # a kill mid-write leaves at most a hidden .tmp
+        json.loads(path.read_text())
+    resumed = subprocess.run([*command, "--out", str(killed)], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.count("finished before, skipped") >= 1
+    load = lambda folder: {p.name: json.loads(p.read_text()) for p in (folder / "records").glob("*.json")}  # noqa: E731
+    expected, got = load(whole), load(killed)
+    assert set(got) == set(expected)
+    for name, record in expected.items():
+        assert got[name]["status"] == record["status"] == "ok"
+        assert got[name]["metrics"].keys() == record["metrics"].keys()
+        for key, value in record["metrics"].items():
+            assert got[name]["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), (name, key)

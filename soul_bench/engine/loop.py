@@ -152,6 +152,16 @@ def mean_forget_nll(model, encoded, pad_id: int, batch_size: int = 32) -> float:
     return sum(losses) / len(losses)
 
 
+def enable_checkpointing(model) -> None:
+    """Activation (gradient) checkpointing, non-reentrant so that gradients reach LoRA adapters
+    although the frozen inputs need none; transformers ≥ 5 names it activation checkpointing."""
+    options = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+
+
 def run_loop(model, method, optimizer, forget_encoded, settings: LoopSettings, pad_id: int,
              retain_encoded=None, reference=None, refusal_encoded=None, description: str = "unlearning",
              show_progress: bool = True) -> LoopResult:
@@ -163,9 +173,8 @@ def run_loop(model, method, optimizer, forget_encoded, settings: LoopSettings, p
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(settings.schedule, total, int(settings.warmup_ratio * total),
                                                                               settings.warmup_from_zero))
     params = [p for p in model.parameters() if p.requires_grad]
-    if settings.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-        # non-reentrant: gradients reach LoRA adapters although the frozen inputs need none
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if settings.gradient_checkpointing:
+        enable_checkpointing(model)
     # bf16 autocast is mixed precision over float32 master weights; weights already loaded in
     # bf16/fp16 train in that dtype (autocast would only add casts)
     autocast_bf16 = settings.bf16 and params[0].dtype == torch.float32 if params else False

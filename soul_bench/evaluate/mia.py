@@ -193,7 +193,11 @@ def gradnorm_scores_encoded(model, tokenizer, encoded: list[tuple[list[int], lis
     with _gradients_enabled(model) as trainable:
         batch_size = gradnorm_batch_size or automatic_gradnorm_batch_size(trainable)
         left = list(range(len(encoded)))
-        if batch_size > 1 and len(encoded) > 1:
+        # checkpointed layers call requires_grad_ inside the forward, which torch.func refuses
+        checkpointed = getattr(model, "is_activation_checkpointing", None)
+        if checkpointed is None:  # transformers < 5
+            checkpointed = getattr(model, "is_gradient_checkpointing", False)
+        if batch_size > 1 and len(encoded) > 1 and not checkpointed:
             left = _score_in_batches(model, tokenizer.pad_token_id, encoded, trainable, batch_size, scores)
         for i in left:
             scores[i] = _item_gradnorm(model, tokenizer.pad_token_id, encoded[i], trainable)

@@ -39,7 +39,7 @@ from soul_bench.report import figures, latex
 from soul_bench.report import leaderboard as lb
 from soul_bench.report.columns import (DEFAULT_TRADEOFF, MISSING, LeaderboardError, as_number, display_name,
                                        format_value, harness_metric_descriptions, md_escape, metric_columns,
-                                       record_kind, tradeoff_axes)
+                                       probe_metric_descriptions, record_kind, tradeoff_axes)
 from soul_bench.report.files import write_text
 from soul_bench.report.ranking import rank_rule
 from soul_bench.report.stats import DEFAULT_LEVEL, MIN_PAIRED, NA, format_p, optimizer_comparison_rows
@@ -100,15 +100,39 @@ def _signature(record: Mapping) -> str:
                       sort_keys=True, default=str)
 
 
+def target_weights(record: Mapping) -> str | None:
+    """The fingerprint of the target weights a record was made from (None in records that
+    predate fingerprints)."""
+    spec = record.get("spec")
+    weights = spec.get("weights") if isinstance(spec, Mapping) else None
+    return weights.get("target") if isinstance(weights, Mapping) else None
+
+
 def merge_records(sources: Iterable[tuple[str, Sequence[Mapping]]]) -> tuple[list[dict], list[Conflict], int]:
-    """Merge ``(label, records)`` pairs in order → (records, conflicts, number of duplicates dropped)."""
+    """Merge ``(label, records)`` pairs in order → (records, conflicts, number of duplicates dropped).
+
+    A report compares cells that started from one target model: the first fingerprinted
+    record's target weights are the report's, and a record made from other target weights (the
+    same path prepared on another machine, another checkpoint) is a conflict, left out — never
+    averaged in as another seed."""
     merged: list[tuple[str, dict]] = []
     by_id: dict[Any, int] = {}
     by_key: dict[tuple, int] = {}
     conflicts: dict[int, Conflict] = {}
+    other_weights: list[Conflict] = []
+    reference: tuple[str, Mapping] | None = None
     duplicates = 0
     for label, records in sources:
         for record in records:
+            weights = target_weights(record)
+            if weights is not None:
+                if reference is None:
+                    reference = (label, record)
+                elif weights != target_weights(reference[1]):
+                    other_weights.append(Conflict(f"made from other target weights ({weights} vs "
+                                                  f"{target_weights(reference[1])})", _cell_name(record), reference,
+                                                  [(label, dict(record))]))
+                    continue
             cid, key = record.get("cell_id"), cell_key(record)
             hits = []
             if cid is not None and cid in by_id:
@@ -127,7 +151,7 @@ def merge_records(sources: Iterable[tuple[str, Sequence[Mapping]]]) -> tuple[lis
                 continue
             conflict = conflicts.setdefault(index, Conflict(reason, _cell_name(merged[index][1]), merged[index]))
             conflict.dropped.append((label, dict(record)))
-    return [r for _, r in merged], list(conflicts.values()), duplicates
+    return [r for _, r in merged], list(conflicts.values()) + other_weights, duplicates
 
 
 def _metric_diff(kept: Mapping, other: Mapping, limit: int = 6) -> str:
@@ -254,6 +278,7 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     records, conflicts, duplicates = merge_records(sources)
     # lm-eval tasks the user added (not described by the card) get columns of their own
     metrics += harness_metric_descriptions(records, [column.name for column in columns])
+    metrics += probe_metric_descriptions(records, columns)  # headline metrics after a relearning / quantisation attack
     if conflicts and on_conflict == "error":
         raise LeaderboardError(f"{len(conflicts)} conflicting cell(s), e.g. {conflicts[0].describe()}")
     splits = sorted({str(s) for r in records if (s := _split(r)) is not None})

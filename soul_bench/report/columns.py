@@ -195,20 +195,35 @@ HARNESS_LOWER = {"perplexity", "word_perplexity", "byte_perplexity", "bits_per_b
 
 
 def harness_metric_descriptions(records: Iterable[Mapping], known: Iterable[str]) -> list[dict]:
-    """Columns for the lm-eval metrics the records hold that the task card does not describe
-    (``--harness-tasks`` the user chose): ``harness/<task>/<metric>[/<filter>]``, direction from
-    the metric's name, standard errors left out. Sorted by name, after the card's own columns."""
+    """Columns for the metrics of lm-eval tasks the task card does not describe (``--harness-tasks``
+    the user chose): ``harness/<task>/<metric>[/<filter>]``, direction from the metric's name,
+    standard errors left out. A task the card describes keeps the card's choice of columns.
+    Sorted by name, after the card's own columns."""
     known = set(known)
+    described_tasks = {name[len(HARNESS_PREFIX):].split("/")[0] for name in known if name.startswith(HARNESS_PREFIX)}
     names = {name for record in records for name in (record.get("metrics") or {})
              if name.startswith(HARNESS_PREFIX) and name not in known}
     descriptions = []
     for name in sorted(names):
         parts = name[len(HARNESS_PREFIX):].split("/")
-        if len(parts) < 2 or parts[1].endswith("_stderr"):
+        if len(parts) < 2 or parts[1].endswith("_stderr") or parts[0] in described_tasks:
             continue
         direction = "lower" if parts[1] in HARNESS_LOWER else "higher"
         descriptions.append({"name": name, "label": f"{parts[0]} {'/'.join(parts[1:])}", "direction": direction})
     return descriptions
+
+
+def probe_metric_descriptions(records: Iterable[Mapping], columns: Sequence[MetricColumn]) -> list[dict]:
+    """Columns for robustness probes (``--probes``; the records' ``spec.probes`` name them): the
+    headline metrics measured again on the attacked model, ``<probe>/<metric>``, in the metric's
+    own sense of better, labelled "<label> (<probe>)"."""
+    probes = sorted({name for record in records
+                     for name in ((record.get("spec") or {}).get("probes") or {})})
+    present = {name for record in records for name in (record.get("metrics") or {})}
+    return [{"name": f"{probe}/{column.name}", "label": f"{column.label} ({probe})", "direction": column.direction,
+             "ideal": column.ideal}
+            for probe in probes for column in headline_columns(list(columns))
+            if f"{probe}/{column.name}" in present]
 
 
 def headline_columns(columns: list[MetricColumn]) -> list[MetricColumn]:
