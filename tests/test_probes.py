@@ -69,6 +69,7 @@ def test_probes_reach_the_records_and_the_leaderboard(tmp_path, capsys):
     assert record["spec"]["probes"]["quant"] == {"bits": 4, "group_size": 128}
     header = next(line for line in (out / "leaderboard.md").read_text().splitlines() if line.startswith("|"))
     assert "(relearn)" in header and "(quant)" in header
+    assert (out / "robustness.png").stat().st_size > 0 and (out / "robustness.pdf").stat().st_size > 0
 
 
 @pytest.mark.parametrize("flags, message", [(["--probes", "jailbreak"], "unknown probe 'jailbreak'"),

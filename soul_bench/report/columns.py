@@ -221,7 +221,7 @@ def probe_metric_descriptions(records: Iterable[Mapping], columns: Sequence[Metr
                      for name in ((record.get("spec") or {}).get("probes") or {})})
     present = {name for record in records for name in (record.get("metrics") or {})}
     return [{"name": f"{probe}/{column.name}", "label": f"{column.label} ({probe})", "direction": column.direction,
-             "ideal": column.ideal}
+             "ideal": column.ideal, "log": column.log}
             for probe in probes for column in headline_columns(list(columns))
             if f"{probe}/{column.name}" in present]
 

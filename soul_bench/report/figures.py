@@ -30,6 +30,7 @@ ideal), the front cells are ringed instead of joined.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -685,18 +686,37 @@ def mia_roc_figure(records: Iterable[Mapping], attack: str, *, log_fpr: bool = F
 # --------------------------------------------------------------------------- all
 
 
+def robustness_columns(metrics: Iterable[Any]) -> list[MetricColumn]:
+    """The headline metrics, each followed by its values after the robustness probes
+    (``<probe>/<headline metric>`` columns, see ``columns.probe_metric_descriptions``); empty
+    when no probe ran."""
+    columns = metric_columns(metrics)
+    heads = headline_columns(columns)
+    probed = {head.name: [c for c in columns if c.name.partition("/")[0] != "harness"
+                          and c.name.partition("/")[2] == head.name] for head in heads}
+    if not any(probed.values()):
+        return []
+    # all marked headline, so that metric_columns keeps each metric beside its probed values
+    return [dataclasses.replace(column, headline=True) for head in heads for column in [head, *probed[head.name]]]
+
+
 def write_figures(records: Sequence[Mapping], rows: list[dict], metrics: Sequence[Any], out_dir: str | Path, *,
                   tradeoff: Sequence[str] = DEFAULT_TRADEOFF, spread: str = "ci", level: float = CI_LEVEL,
                   formats: Sequence[str] = FORMATS) -> dict[str, Path]:
     """Every figure into ``out_dir`` (PNG + PDF each), keyed by file name:
-    ``tradeoff``, ``bars``, ``curves_<quantity>`` per train-log quantity, ``mia_roc_<attack>``
-    per attack found in ``per_item["mia"]`` (none when no record has MIA ROC points)."""
+    ``tradeoff``, ``bars``, ``robustness`` (when probes ran), ``curves_<quantity>`` per train-log
+    quantity, ``mia_roc_<attack>`` per attack found in ``per_item["mia"]`` (none when no record
+    has MIA ROC points)."""
     from matplotlib.figure import Figure
 
     figs: list[tuple[str, Figure]] = [
         ("tradeoff", tradeoff_figure(rows, metrics, tradeoff, spread=spread, pareto=True, level=level)),
         ("bars", bars_figure(rows, metrics, spread=spread, level=level)),
     ]
+    robustness = robustness_columns(metrics)
+    if robustness:  # each headline metric beside its values after relearning / quantisation
+        figs.append(("robustness", bars_figure(rows, robustness, spread=spread, headline_only=False, level=level,
+                                               title="after the robustness probes")))
     figs += [(f"curves_{_slug(q)}", curves_figure(records, q)) for q in train_log_quantities(records)]
     for attack in mia_attacks(records):
         fig = mia_roc_figure(records, attack)
