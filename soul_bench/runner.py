@@ -236,8 +236,9 @@ class Runner:
         if self.spec.model_preset:
             identity["model_preset"] = self.spec.model_preset
         identity["weights"] = self.weights
-        if self.spec.probes and kind == "unlearned":  # only then: records of runs without probes keep their ids
-            identity["probes"] = {name: dataclasses.asdict(self.probe_settings[name]) for name in self.spec.probes}
+        probes = self.probes_of(kind)
+        if probes:  # only then: records of runs without probes keep their ids
+            identity["probes"] = {name: dataclasses.asdict(self.probe_settings[name]) for name in probes}
         parts = [self.task.name, self.data.forget_split, kind] + [str(p) for p in (method, optimizer) if p]
         if seed is not None:
             parts.append(f"s{seed}")
@@ -325,7 +326,17 @@ class Runner:
             return done
         self.console.print(f"Evaluating the {kind} model")
         model, tokenizer = self.load(path)
-        return self.evaluate_into(record, model, tokenizer, reference, own_reference=kind == "retain")
+        record = self.evaluate_into(record, model, tokenizer, reference, own_reference=kind == "retain")
+        if self.probes_of(kind):
+            self.run_probes(record, model, tokenizer, None, None, 0, reference, self.probes_of(kind))
+        return record
+
+    def probes_of(self, kind: str) -> list[str]:
+        """The probes a record of ``kind`` gets: every one for an unlearned model; quantisation for
+        the target too, the reference for how far quantisation alone moves each metric."""
+        if kind == "unlearned":
+            return list(self.spec.probes)
+        return [name for name in self.spec.probes if name == "quant"] if kind == "target" else []
 
     # ------------------------------------------------------------ cells
     def run_cell(self, method_name: str, optimizer_name: str, seed: int, reference_items) -> dict:
@@ -382,12 +393,14 @@ class Runner:
             self.run_probes(record, model, tokenizer, forget, optimizer_hp.get("lr"), seed, reference_items)
         return record
 
-    def run_probes(self, record: dict, model, tokenizer, forget, lr: float | None, seed: int, reference_items) -> None:
-        """Attack the unlearned model with each probe, evaluate the attacked copy with the task's
-        own evaluation, add its metrics as ``<probe>/<metric>`` and rewrite the record."""
+    def run_probes(self, record: dict, model, tokenizer, forget, lr: float | None, seed: int, reference_items,
+                   names: list[str] | None = None) -> None:
+        """Attack the model with each probe (default: all of the run's), evaluate the attacked
+        copy with the task's own evaluation, add its metrics as ``<probe>/<metric>`` and rewrite
+        the record."""
         if isinstance(model, torch.nn.Module) and hasattr(model, "merge_and_unload") and self.spec.lora:
             model = model.merge_and_unload()  # probes act on the plain weights
-        for name in self.spec.probes:
+        for name in names if names is not None else self.spec.probes:
             settings = self.probe_settings[name]
             tick = time.perf_counter()
             if name == "relearn":

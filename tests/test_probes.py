@@ -67,6 +67,9 @@ def test_probes_reach_the_records_and_the_leaderboard(tmp_path, capsys):
     for probe in ("relearn", "quant"):
         assert 0.0 <= record["metrics"][f"{probe}/forget_quality"] <= 1.0 and record["timings"][f"probe_{probe}_s"] > 0
     assert record["spec"]["probes"]["quant"] == {"bits": 4, "group_size": 128}
+    target = json.loads(next((out / "records").glob("*-target-*.json")).read_text())
+    assert 0.0 <= target["metrics"]["quant/forget_quality"] <= 1.0  # how far quantisation alone moves it
+    assert not any(key.startswith("relearn/") for key in target["metrics"])
     header = next(line for line in (out / "leaderboard.md").read_text().splitlines() if line.startswith("|"))
     assert "(relearn)" in header and "(quant)" in header
     assert (out / "robustness.png").stat().st_size > 0 and (out / "robustness.pdf").stat().st_size > 0
