@@ -17,6 +17,7 @@ def header(path):
         return next(csv.reader(handle))
 
 
+@pytest.mark.slow  # ~3 min: every built-in task's micro sweep; .ci/run runs the slow tier
 @pytest.mark.skipif(not COMMITTED_TABLES.is_dir(), reason="no committed reference leaderboard yet")
 def test_reproduce_output_format_matches_what_is_committed(tmp_path, capsys):
     tables, figures = tmp_path / "leaderboards", tmp_path / "reports"

@@ -15,6 +15,7 @@ def rows(path):
         return {(r["kind"], r["method"], r["optimizer"]): r for r in csv.DictReader(handle)}
 
 
+@pytest.mark.slow  # four sweeps (~50 s); .ci/run runs the slow tier
 def test_two_shards_merged_equal_one_process(tmp_path, capsys):
     whole, first, second, merged = (tmp_path / name for name in ("whole", "s0", "s1", "merged"))
     assert run_cli([*SWEEP, "--out", whole], capsys)[0] == 0
