@@ -24,12 +24,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("SOUL_BENCH_CACHE", Path.home() / ".cache" / "soul-bench"))
 
 
-def content_hash(*parts) -> str:
-    """Stable short hash of JSON-serialisable parts (recipe + data) — the cache key."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

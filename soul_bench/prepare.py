@@ -19,7 +19,8 @@ from soul_bench.data import encode_rows
 from soul_bench.engine.loop import LoopSettings, run_loop
 from soul_bench.engine.methods import FineTune
 from soul_bench.errors import UserError
-from soul_bench.models import build_tiny_llama, cache_root, content_hash, save_model, train_tokenizer
+from soul_bench.models import build_tiny_llama, cache_root, save_model, train_tokenizer
+from soul_bench.results import content_hash
 from soul_bench.task import Task, TaskData
 
 

@@ -86,7 +86,7 @@ def resolve_model(preset: ModelPreset, cache: Path, console=None) -> str:
         raise UserError(f"model preset '{preset.name}': {gguf_path} is missing; reinstall: {source.install}")
     if importlib.util.find_spec("gguf") is None:
         raise UserError(f"model preset '{preset.name}' reads a gguf file and needs the package 'gguf': {source.install}")
-    from soul_bench.models import content_hash
+    from soul_bench.results import content_hash
 
     folder = cache / "models" / f"{preset.name}-{content_hash(source.file, gguf_path.stat().st_size)}"
     if not (folder / "config.json").is_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -11,6 +12,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 RECORD_SCHEMA = 1
+
+
+def content_hash(*parts) -> str:
+    """Stable short hash of JSON-serialisable parts: cache keys (recipe + data) and cell ids."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def write_json_atomic(path: Path, payload) -> None:
@@ -51,16 +58,20 @@ def git_sha() -> str | None:
         return None
 
 
-def environment() -> dict:
-    import torch
-    import transformers
-
+def environment(model_ran: bool = True) -> dict:
+    """Where a record was made. ``model_ran=False`` (results imported from elsewhere): no torch /
+    transformers versions or GPU, since no model ran here."""
     from soul_bench import __version__
 
-    return {"soul_bench": __version__, "git_sha": git_sha(), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "platform": platform.platform(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    env = {"soul_bench": __version__, "git_sha": git_sha(), "python": platform.python_version(),
+           "platform": platform.platform(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if model_ran:
+        import torch
+        import transformers
+
+        env.update(torch=torch.__version__, transformers=transformers.__version__,
+                   cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+    return env
 
 
 LOCK_NAME = ".soul-bench.lock"

@@ -23,13 +23,13 @@ from soul_bench.engine.refusals import with_refusals
 from soul_bench.engine.optimizers import build_optimizer, optimizer_defaults, weight_decay_groups
 from soul_bench.engine.probes import PROBES, probe_settings, quantised, relearned
 from soul_bench.errors import UserError
-from soul_bench.models import (cache_root, content_hash, load_model, quiet_transformers, resolve_device,
-                               weights_fingerprint)
+from soul_bench.models import cache_root, load_model, quiet_transformers, resolve_device, weights_fingerprint
 from soul_bench.prepare import embedded_preset, prepare_embedded
 from soul_bench.presets import model_presets, resolve_model
 from soul_bench.report.build import build_report
 from soul_bench.report.leaderboard import leaderboard_rows, summary_table
-from soul_bench.results import environment, finished_record, lock_run_folder, record_path, write_json_atomic
+from soul_bench.results import (content_hash, environment, finished_record, lock_run_folder, record_path,
+                                write_json_atomic)
 from soul_bench.spec import SweepSpec
 from soul_bench.task import DataSource, Task
 

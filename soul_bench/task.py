@@ -224,6 +224,14 @@ class Task:
                 raise ModelCheckError(f"{what} is {value:.3f} {missed}: {check.why}".rstrip(": "))
 
 
+def find_json_records(folder: Path, name: str) -> list[dict] | None:
+    """The records of ``<name>.jsonl`` or else ``<name>.json`` in ``folder``; None when neither exists."""
+    for suffix in (".jsonl", ".json"):
+        if (Path(folder) / f"{name}{suffix}").is_file():
+            return read_json_records(Path(folder) / f"{name}{suffix}")
+    return None
+
+
 def read_json_records(path: Path) -> list[dict]:
     """A data file in the upstream layout: a JSON array of objects, or JSON lines."""
     import json

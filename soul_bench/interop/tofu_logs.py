@@ -40,20 +40,17 @@ same per-item numbers are equal.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
-import platform
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from soul_bench.errors import UserError
 from soul_bench.report.rows import IMPORTED_KIND
-from soul_bench.results import RECORD_SCHEMA, git_sha, write_json_atomic
+from soul_bench.results import RECORD_SCHEMA, content_hash, environment, write_json_atomic
 
 TASK = "tofu"
 FORMAT_TOFU = "tofu"
@@ -496,10 +493,10 @@ def _record(logs: TofuLogs, retain: TofuLogs | None, method: str, seed: int | No
             "seed": seed, "evaluation": {"truth_ratio_mean": mean}}
     source = {**logs.describe(), "retain": retain.describe() if retain else None}
     parts = [TASK, split, IMPORTED_KIND, _slug(method)] + ([f"s{seed}"] if seed is not None else [])
-    digest = hashlib.sha256(json.dumps([spec, source], sort_keys=True).encode()).hexdigest()[:8]
+    digest = content_hash(spec, source)[:8]
     return {"schema": RECORD_SCHEMA, "cell_id": "-".join([p for p in parts if p] + [digest]), "kind": IMPORTED_KIND,
             "task": TASK, "method": method, "optimizer": None, "seed": seed, "spec": spec, "imported_from": source,
-            "status": "ok", "error": None, "metrics": metrics, "per_item": per_item, "environment": _environment()}
+            "status": "ok", "error": None, "metrics": metrics, "per_item": per_item, "environment": environment(model_ran=False)}
 
 
 def _check_same_forget_set(logs: TofuLogs, retain: TofuLogs) -> None:
@@ -512,14 +509,6 @@ def _check_same_forget_set(logs: TofuLogs, retain: TofuLogs) -> None:
 def _slug(text: str, limit: int = 48) -> str:
     """File-name-safe text (a label in a cell id, a cell id as a folder name)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:limit] or "unnamed"
-
-
-def _environment() -> dict:
-    """Where the import ran. No torch / transformers versions: no model ran here."""
-    from soul_bench import __version__
-
-    return {"soul_bench": __version__, "git_sha": git_sha(), "python": platform.python_version(),
-            "platform": platform.platform(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 # =========================================================================== export

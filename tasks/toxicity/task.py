@@ -30,7 +30,7 @@ from soul_bench.engine.refusals import refusal_strings
 from soul_bench.errors import UserError
 from soul_bench.evaluate.likelihood import answer_nll, generate_answers, sample_continuations
 from soul_bench.evaluate.metrics import corpus_perplexity
-from soul_bench.task import DataSource, Task, TaskData, load_sibling, read_json_records
+from soul_bench.task import DataSource, Task, TaskData, find_json_records, load_sibling
 
 QA_SETS = ("forget", "retain", "clean_eval")
 
@@ -133,12 +133,10 @@ class Toxicity(Task):
         taken), ``eval_prompts.jsonl`` (prompt or prompt.text) required; ``retain.jsonl`` and
         ``clean_eval.jsonl`` (prompt, response) optional. ``.json`` arrays work too."""
         def find(name: str, required: bool):
-            for suffix in (".jsonl", ".json"):
-                if (folder / f"{name}{suffix}").is_file():
-                    return read_json_records(folder / f"{name}{suffix}")
-            if required:
+            rows = find_json_records(folder, name)
+            if rows is None and required:
                 raise UserError(f"toxicity data folder {folder} lacks {name}.jsonl")
-            return None
+            return rows
 
         raw = {"forget": find("forget", True), "eval_prompts": find("eval_prompts", True),
                "retain": find("retain", False), "clean_eval": find("clean_eval", False)}

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from soul_bench.errors import UserError
 from soul_bench.evaluate.corpus import corpus_probes
-from soul_bench.task import DataSource, Task, TaskData, load_sibling, read_json_records
+from soul_bench.task import DataSource, Task, TaskData, find_json_records, load_sibling
 
 GROUPS = ("forget", "retain", "holdout")
 
@@ -100,12 +100,10 @@ class Wmdp(Task):
     @staticmethod
     def _from_folder(folder: Path, forget_name: str, retain_name: str, holdout_name: str | None) -> dict:
         def find(name: str, required: bool = True):
-            for suffix in (".jsonl", ".json"):
-                if (folder / f"{name}{suffix}").is_file():
-                    return read_json_records(folder / f"{name}{suffix}")
-            if required:
+            rows = find_json_records(folder, name)
+            if rows is None and required:
                 raise UserError(f"WMDP data folder {folder} lacks {name}.jsonl (or .json): rows with a 'text' field")
-            return None
+            return rows
 
         return {"forget": find(forget_name), "retain": find(retain_name),
                 "holdout": find(holdout_name, required=False) if holdout_name else None}
