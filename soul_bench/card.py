@@ -190,6 +190,10 @@ class ReferenceSweep(Strict):
     methods: list[str]
     optimizers: list[str]
     seeds: list[int] = Field(default_factory=lambda: [0])
+    grid: dict[str, list[Any]] = Field(default_factory=dict)  # values tried per cell (run setting `grid`)
+    # embedded targets to sample (train.seed of the recipe): the results are pooled over them, each
+    # (target, seed) a seed, so the CIs and the FO-vs-SO verdict hold beyond one prepared target
+    prepare_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
 
 
 class CardSpec(Strict):
@@ -203,6 +207,8 @@ class CardSpec(Strict):
     mia: MiaSpec = Field(default_factory=MiaSpec)
     metrics: list[MetricSpec] = Field(default_factory=list)
     rank_by: list[str] | Ranking | None = None
+    # which setting represents a (method, optimiser) tuned over several (rank_by's form; default rank_by)
+    select_by: list[str] | Ranking | None = None
     tradeoff: tuple[str, str] | None = None
     baselines: dict[str, BaselineSpec] = Field(default_factory=lambda: {
         "target": BaselineSpec(label="target (no unlearning)", stage="target", flag="model"),
@@ -227,11 +233,12 @@ class CardSpec(Strict):
     @model_validator(mode="after")
     def _names_resolve(self):
         names = {m.name for m in self.metrics}
-        ranking = self.ranking
-        wanted = list(ranking.by) + [r.metric for r in ranking.require] + list(self.tradeoff or ())
+        wanted = list(self.tradeoff or ())
+        for ranking in (self.ranking, self.selection):
+            wanted += list(ranking.by) + [r.metric for r in ranking.require]
         unknown = [n for n in wanted if n not in names]
         if unknown:
-            raise ValueError(f"rank_by / tradeoff name unknown metric '{unknown[0]}'; this card's metrics: "
+            raise ValueError(f"rank_by / select_by / tradeoff name unknown metric '{unknown[0]}'; this card's metrics: "
                              f"{', '.join(sorted(names)) or '(none)'}")
         if "target" not in self.baselines:
             raise ValueError("baselines must declare 'target' (the model unlearning starts from)")
@@ -244,6 +251,15 @@ class CardSpec(Strict):
         if self.rank_by is not None:
             return Ranking(by=self.rank_by)
         return Ranking(by=[m.name for m in self.metrics if m.headline])
+
+    @property
+    def selection(self) -> Ranking:
+        """The rule that chooses each (method, optimiser)'s setting among those a sweep tried."""
+        if isinstance(self.select_by, Ranking):
+            return self.select_by
+        if self.select_by is not None:
+            return Ranking(by=self.select_by)
+        return self.ranking
 
 
 def validation_message(path: Path | str, exc: ValidationError, model: type[BaseModel] | None = None,

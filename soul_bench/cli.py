@@ -37,7 +37,7 @@ def run(
     out: Optional[Path] = typer.Option(None, help="output folder for records, leaderboard and figures"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     config: Optional[Path] = typer.Option(None, help="YAML file with any of these settings plus per-method/optimiser hyper-parameters"),
-    lr: Optional[float] = typer.Option(None, help="learning rate for every optimiser (overrides the card)"),
+    lr: Optional[str] = typer.Option(None, help="learning rate for every optimiser (overrides the card); a list, e.g. 1e-5,3e-5,1e-4, tunes over it (one cell per value; the report picks each optimiser's best)"),
     steps: Optional[int] = typer.Option(None, help="unlearning steps per cell"),
     epochs: Optional[float] = typer.Option(None, help="unlearning epochs over the forget set per cell"),
     batch_size: Optional[int] = typer.Option(None, help="forget (and retain) batch size"),
@@ -51,7 +51,7 @@ def run(
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing", help="recompute activations in the backward pass (less memory, ~30 % slower)"),
     probes: Optional[str] = typer.Option(None, help="robustness probes of every unlearned model, e.g. relearn,quant (relearning attack; 4-bit quantisation)"),
     eval_option: Optional[list[str]] = typer.Option(None, help="KEY=VALUE over the task card's evaluation section, e.g. max_items=300 or max_new_tokens=200 (repeatable)"),
-    hparam: Optional[list[str]] = typer.Option(None, help="NAME.KEY=VALUE hyper-parameter of a method or optimiser, e.g. npo.beta=0.2 or sophia.rho=0.03 (repeatable)"),
+    hparam: Optional[list[str]] = typer.Option(None, help="NAME.KEY=VALUE hyper-parameter of a method or optimiser, e.g. npo.beta=0.2 or sophia.rho=0.03; NAME.KEY=A,B,… tunes over the values (repeatable)"),
     harness_tasks: Optional[str] = typer.Option(None, help="comma-separated lm-eval tasks for utility ('' = none); default: the task card's"),
     harness_limit: Optional[int] = typer.Option(None, help="documents per lm-eval task (quick runs)"),
     harness_include: Optional[list[str]] = typer.Option(None, help="folder of your own lm-eval task YAMLs, for --harness-tasks (repeatable)"),
@@ -65,7 +65,7 @@ def run(
     overrides = dict(task=task, methods=split_csv(methods), optimizers=split_csv(optimizers),
                      seeds=[_int(s, "seed") for s in split_csv(seeds)] if seeds else None, forget_split=forget_split,
                      model=model, retain_model=retain_model, data=data, preset=preset, out=out, device=device,
-                     lr=lr, steps=steps, epochs=epochs, batch_size=batch_size, limit=limit, prompt_template=unescape(prompt_template),
+                     lr=_numbers(lr, "--lr", "1e-4 or 1e-5,3e-5,1e-4"), steps=steps, epochs=epochs, batch_size=batch_size, limit=limit, prompt_template=unescape(prompt_template),
                      answer_prefix=unescape(answer_prefix), system_prompt=unescape(system_prompt),
                      max_length=max_length, dtype=dtype, eval_batch_size=eval_batch_size,
                      gradient_checkpointing=gradient_checkpointing, tasks_dirs=tasks_dir or None, show_progress=False if no_progress else None,
@@ -73,7 +73,11 @@ def run(
                      probes=split_csv(probes))
     spec = build_spec(config, overrides)
     for target, name, key, value in _parse_hparams(hparam or []):
-        getattr(spec, target).setdefault(name, {})[key] = value
+        if isinstance(value, GridValues):  # NAME.KEY=A,B: one cell per value
+            spec.grid[f"{name}.{key}"] = list(value)
+        else:  # one value beats a config's grid of that key
+            getattr(spec, target).setdefault(name, {})[key] = value
+            spec.grid.pop(f"{name}.{key}", None)
     spec.evaluation.update(_parse_options(eval_option or [], "--eval-option", "max_items=300"))
     Runner(spec, console).run()
 
@@ -101,10 +105,38 @@ def _parse_options(items: list[str], flag: str, example: str) -> dict:
     return parsed
 
 
-def _parse_hparams(items: list[str]) -> list[tuple[str, str, str, object]]:
-    """"npo.beta=0.2" → ("method_hparams", "npo", "beta", 0.2); values are typed as YAML reads them."""
+class GridValues(list):
+    """The values of ``--hparam NAME.KEY=A,B,…``: tried one per cell (a tuning grid)."""
+
+
+def _numbers(text: str | None, flag: str, example: str) -> list[float] | None:
+    """"1e-5,3e-5" → [1e-05, 3e-05]; a value that is not a number is one line naming the flag."""
+    if text is None:
+        return None
+    values = []
+    for part in (p.strip() for p in text.split(",")):
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise UserError(f"{flag} '{text}': '{part}' is not a number; give one or a comma-separated list, e.g. {example}") from None
+    if not values:
+        raise UserError(f"{flag} needs a number, e.g. {example}")
+    return values
+
+
+def _hparam_value(text: str):
+    """A YAML value, or — for A,B,… outside brackets and quotes — the grid of those values."""
     import yaml
 
+    stripped = text.strip()
+    if "," in stripped and stripped[:1] not in "[{'\"":
+        return GridValues(yaml.safe_load(part) for part in stripped.split(","))
+    return yaml.safe_load(text)
+
+
+def _parse_hparams(items: list[str]) -> list[tuple[str, str, str, object]]:
+    """"npo.beta=0.2" → ("method_hparams", "npo", "beta", 0.2); values are typed as YAML reads them;
+    "npo.beta=0.05,0.1" gives :class:`GridValues`."""
     from soul_bench import registry
 
     methods, optimizers = registry.methods(), registry.optimizers()
@@ -117,7 +149,7 @@ def _parse_hparams(items: list[str]) -> list[tuple[str, str, str, object]]:
         if name not in methods and name not in optimizers:
             raise UserError(f"--hparam '{item}': '{name}' is neither a method nor an optimiser; valid: "
                             f"{', '.join(sorted(methods) + sorted(optimizers))}")
-        parsed.append(("method_hparams" if name in methods else "optimizer_hparams", name, key, yaml.safe_load(value)))
+        parsed.append(("method_hparams" if name in methods else "optimizer_hparams", name, key, _hparam_value(value)))
     return parsed
 
 
@@ -184,6 +216,7 @@ def report(
     out: Optional[Path] = typer.Option(None, help="where to write the report (default: the first run folder)"),
     task: Optional[str] = typer.Option(None, help="task whose card gives the metric columns (default: the records' own task)"),
     baseline_optimizer: str = typer.Option("adamw", help="first-order baseline of the FO-vs-SO table"),
+    across_targets: bool = typer.Option(False, "--across-targets", help="pool records made from different target models (e.g. embedded targets of several prepare seeds): each (target, seed) is a seed; default: other target weights are conflicts"),
     tasks_dir: Optional[list[str]] = typer.Option(None, help=TASKS_DIR_HELP),
 ):
     """Rebuild leaderboards (md/csv/tex), the FO-vs-SO table and figures from records only."""
@@ -208,10 +241,12 @@ def report(
     title = f"{card.name} ({', '.join(d.name for d in run_dirs)})"
     try:
         paths = build_report(run_dirs, out, card.metrics, card.rank_by, title, tradeoff=card.tradeoff,
-                             baseline_optimizer=baseline_optimizer)
+                             baseline_optimizer=baseline_optimizer, select_by=card.select_by,
+                             across_targets=across_targets)
     except ValueError as exc:  # LeaderboardError: corrupt record, mixed tasks/splits, bad names
         raise UserError(str(exc)) from exc
-    console.print(summary_table(leaderboard_rows(paths.records, card.metrics, card.rank_by), card.metrics, title))
+    console.print(summary_table(leaderboard_rows(paths.records, card.metrics, card.rank_by, select_by=card.select_by),
+                                card.metrics, title))
     for conflict in paths.conflicts:
         console.print(f"[yellow]conflict:[/] {conflict.describe()}")
     console.print(f"wrote {len(paths)} files to {out}")
@@ -227,6 +262,7 @@ def reproduce(
     methods: Optional[str] = typer.Option(None, help="override the card's reference methods (quick checks)"),
     optimizers: Optional[str] = typer.Option(None, help="override the card's reference optimisers"),
     seeds: Optional[str] = typer.Option(None, help="override the card's reference seeds"),
+    prepare_seeds: Optional[str] = typer.Option(None, help="override the card's reference prepare seeds (embedded targets pooled)"),
     preset: Optional[str] = typer.Option(None, help="embedded preset (default: the card's)"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
 ):
@@ -247,15 +283,24 @@ def reproduce(
         reference = card.section("reference")
         if not card.spec.reference:
             raise UserError(f"task '{name}' has no reference sweep (card section 'reference')")
-        overrides = dict(task=name, methods=split_csv(methods) or reference["methods"],
-                         optimizers=split_csv(optimizers) or reference["optimizers"],
-                         seeds=[_int(s, "seed") for s in split_csv(seeds)] if seeds else reference["seeds"],
-                         data="synthetic", preset=preset, out=runs / name, show_progress=False if no_progress else None)
-        runner = Runner(build_spec(None, overrides), console)
-        runner.run()
+        prepare = [_int(s, "prepare seed") for s in split_csv(prepare_seeds)] if prepare_seeds else reference["prepare_seeds"]
+        folders = []
+        for prepare_seed in prepare:
+            # seed 0 is the card's own recipe (its cached models); others train other targets
+            folder = runs / name if len(prepare) == 1 else runs / name / f"prepare-{prepare_seed}"
+            overrides = dict(task=name, methods=split_csv(methods) or reference["methods"],
+                             optimizers=split_csv(optimizers) or reference["optimizers"],
+                             seeds=[_int(s, "seed") for s in split_csv(seeds)] if seeds else reference["seeds"],
+                             data="synthetic", preset=preset, out=folder, show_progress=False if no_progress else None,
+                             grid=reference.get("grid") or None,
+                             embedded={"train": {"seed": prepare_seed}} if prepare_seed else None)
+            if len(prepare) > 1:
+                console.print(f"[bold]{name}: embedded target {prepare_seed} ({len(prepare)} prepare seeds)[/]")
+            Runner(build_spec(None, overrides), console).run()
+            folders.append(folder)
         with tempfile.TemporaryDirectory() as tmp:
-            paths = build_report([runs / name], Path(tmp), card.metrics, card.rank_by, f"{name} — embedded reference",
-                                 tradeoff=card.tradeoff)
+            paths = build_report(folders, Path(tmp), card.metrics, card.rank_by, f"{name} — embedded reference",
+                                 tradeoff=card.tradeoff, select_by=card.select_by, across_targets=len(folders) > 1)
             for folder, suffixes in ((leaderboards / name, (".md", ".csv")), (reports / name, (".png", ".pdf", ".tex"))):
                 if folder.exists():
                     shutil.rmtree(folder)

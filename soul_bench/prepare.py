@@ -120,14 +120,17 @@ def prepare_embedded(task: Task, data: TaskData, recipe: dict, fmt, device: torc
             continue
         from transformers import AutoModelForCausalLM
 
+        # train.seed (default 0): the initial weights and the batch order — another seed is another
+        # embedded target, as another machine's float kernels give (the reference samples both)
+        seed = int(stage_train.get("seed", 0))
         if parent == "scratch":
-            model = build_tiny_llama(tokenizer, **recipe["model"])
+            model = build_tiny_llama(tokenizer, **recipe["model"], seed=seed)
         else:
             model = AutoModelForCausalLM.from_pretrained(paths[parent])
         model.to(device)
         settings = LoopSettings(epochs=stage_train.get("epochs", 10), batch_size=stage_train.get("batch_size", 16),
                                 schedule="linear", warmup_ratio=stage_train.get("warmup_ratio", 0.05),
-                                warmup_from_zero=False, max_grad_norm=1.0, seed=0)
+                                warmup_from_zero=False, max_grad_norm=1.0, seed=seed)
         optimizer = torch.optim.AdamW(model.parameters(), lr=stage_train.get("lr", 1e-3), weight_decay=0.0)
         encoded = [pair for name in names for pair in
                    encode_rows(tokenizer, fmt, data[name], shapes[name], examples_spec.max_length)]

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from pathlib import Path
 
@@ -30,17 +31,23 @@ from soul_bench.report.build import build_report
 from soul_bench.report.leaderboard import leaderboard_rows, summary_table
 from soul_bench.results import (content_hash, environment, finished_record, lock_run_folder, record_path,
                                 write_json_atomic)
-from soul_bench.spec import SweepSpec
+from soul_bench.spec import LENGTH_KEYS, SweepSpec
 from soul_bench.task import DataSource, Task
 
 LOOP_FIELDS = {f.name for f in dataclasses.fields(LoopSettings)} - {"seed"}
 PER_METHOD = "per_method"  # optimizers.<name>.per_method.<method>: that method's own values (card or config)
 
 
-def cell_settings(task: Task, spec: SweepSpec, method: str, optimizer: str, seed: int):
-    """Loop settings and hyper-parameters of one cell: card defaults ← config ← flags. An
-    optimiser's ``per_method`` entry overrides its values for one method (a tuned lr per cell)."""
+def cell_settings(task: Task, spec: SweepSpec, method: str, optimizer: str, seed: int, point: dict | None = None):
+    """Loop settings and hyper-parameters of one cell: card defaults ← config ← flags ← the cell's
+    grid ``point`` (``{"lr": 3e-4, "npo.beta": 0.1}``, see :func:`grid_points`). An optimiser's
+    ``per_method`` entry overrides its values for one method (a tuned lr per cell)."""
+    point = point or {}
     unlearning = {**task.card.section("unlearning"), **spec.unlearning}
+    for key, value in point.items():
+        if "." not in key:  # an unlearning setting; a grid over steps (epochs) clears epochs (steps)
+            unlearning.update({other: None for other in LENGTH_KEYS if key in LENGTH_KEYS and other != key})
+            unlearning[key] = value
     lr = unlearning.pop("lr", None)
     unknown = set(unlearning) - LOOP_FIELDS
     if unknown:
@@ -49,7 +56,8 @@ def cell_settings(task: Task, spec: SweepSpec, method: str, optimizer: str, seed
         loop = LoopSettings(**unlearning, seed=seed)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    method_hp = {**task.card.section("methods").get(method, {}), **spec.method_hparams.get(method, {})}
+    method_hp = {**task.card.section("methods").get(method, {}), **spec.method_hparams.get(method, {}),
+                 **point_values(point, method)}
     optimizer_hp = {}
     for source in (task.card.section("optimizers").get(optimizer, {}), spec.optimizer_hparams.get(optimizer, {})):
         optimizer_hp.update({k: v for k, v in source.items() if k != PER_METHOD})
@@ -57,7 +65,46 @@ def cell_settings(task: Task, spec: SweepSpec, method: str, optimizer: str, seed
         optimizer_hp.update((source.get(PER_METHOD) or {}).get(method, {}))
     if lr is not None and "lr" in optimizer_defaults(optimizer):  # one-shot updaters (IU) have no LR
         optimizer_hp["lr"] = lr
+    optimizer_hp.update(point_values(point, optimizer))  # e.g. sophia.lr: that optimiser's own lr list
     return loop, method_hp, optimizer_hp
+
+
+def point_values(point: dict, owner: str) -> dict:
+    """``{"beta": 0.1}`` from ``{"npo.beta": 0.1, "lr": …}`` for owner ``npo``."""
+    return {key.split(".", 1)[1]: value for key, value in point.items() if key.split(".", 1)[0] == owner and "." in key}
+
+
+def grid_points(grid: dict[str, list], method: str, optimizer: str) -> list[dict]:
+    """Every combination of the grid values that apply to a (method, optimiser) cell: the
+    unlearning keys (``lr`` only for an optimiser with one, and not when the grid gives the
+    optimiser's own ``<optimizer>.lr``), ``<method>.*`` and ``<optimizer>.*``. ``[{}]`` without a grid."""
+    has_lr = "lr" in optimizer_defaults(optimizer)
+    keys = [key for key in grid if ("." not in key and (key != "lr" or (has_lr and f"{optimizer}.lr" not in grid)))
+            or key.split(".", 1)[0] in (method, optimizer)]
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[key] for key in keys))]
+
+
+def point_label(point: dict) -> str:
+    """'lr=0.0003, npo.beta=0.1'."""
+    return ", ".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}" for key, value in point.items())
+
+
+def check_grid(grid: dict[str, list], methods: dict, optimizers: dict) -> None:
+    """Every grid key names an unlearning setting or a method's / optimiser's hyper-parameter, and
+    lists distinct values — before any work."""
+    for key, values in grid.items():
+        owner, dot, name = key.partition(".")
+        if dot and (owner not in methods and owner not in optimizers or not name):
+            raise UserError(f"grid '{key}': '{owner}' is neither a method nor an optimiser; give lr, an unlearning "
+                            f"setting ({', '.join(sorted(LOOP_FIELDS))}) or NAME.KEY, e.g. npo.beta")
+        if not dot and key != "lr" and key not in LOOP_FIELDS:
+            raise UserError(f"grid '{key}': unknown setting; valid: lr, {', '.join(sorted(LOOP_FIELDS))} or NAME.KEY "
+                            "(a method's or optimiser's hyper-parameter, e.g. npo.beta)")
+        if not isinstance(values, list) or not values:
+            raise UserError(f"grid '{key}' must list at least one value, e.g. [1.0e-4, 3.0e-4], got {values!r}")
+        texts = [repr(value) for value in values]
+        if len(set(texts)) < len(texts):
+            raise UserError(f"grid '{key}' lists a value twice: {values}")
 
 
 def looks_like_a_path(name: str) -> bool:
@@ -102,16 +149,21 @@ class Runner:
                 if unknown:
                     raise UserError(f"{where}: optimizers.{name}.{PER_METHOD} names unknown method '{unknown[0]}'; "
                                     f"valid: {', '.join(sorted(self.methods))}")
+        check_grid(spec.grid, self.methods, registry.optimizers())
+        for key in spec.grid:  # e.g. a config's npo.beta list in a sweep without npo: say so, do not fail
+            if not any(key in point for m in spec.methods for o in spec.optimizers for point in grid_points(spec.grid, m, o)):
+                self.console.print(f"[yellow]note:[/] grid '{key}' applies to no cell of this sweep", highlight=False)
         self.one_shot: dict[str, bool] = {}  # optimiser → is a one-shot updater (IU), learnt while validating
-        for method in spec.methods:  # fail on bad hyper-parameters before any work
+        for method in spec.methods:  # fail on bad hyper-parameters before any work, for every grid point
             for optimizer in spec.optimizers:
-                _, method_hp, optimizer_hp = cell_settings(self.task, spec, method, optimizer, spec.seeds[0])
-                registry.build_method(method, method_hp)
-                try:
-                    built = build_optimizer(optimizer, [torch.nn.Parameter(torch.zeros(1))], **optimizer_hp)
-                except ValueError as exc:
-                    raise UserError(str(exc)) from exc
-                self.one_shot[optimizer] = getattr(built, "one_shot", False)
+                for point in grid_points(spec.grid, method, optimizer):
+                    _, method_hp, optimizer_hp = cell_settings(self.task, spec, method, optimizer, spec.seeds[0], point)
+                    registry.build_method(method, method_hp)
+                    try:
+                        built = build_optimizer(optimizer, [torch.nn.Parameter(torch.zeros(1))], **optimizer_hp)
+                    except ValueError as exc:
+                        raise UserError(str(exc)) from exc
+                    self.one_shot[optimizer] = getattr(built, "one_shot", False)
         self.check_methods_fit_shape()
         self.probe_settings = self.check_probes()
         self.device = resolve_device(spec.device)
@@ -339,8 +391,8 @@ class Runner:
         return [name for name in self.spec.probes if name == "quant"] if kind == "target" else []
 
     # ------------------------------------------------------------ cells
-    def run_cell(self, method_name: str, optimizer_name: str, seed: int, reference_items) -> dict:
-        loop, method_hp, optimizer_hp = cell_settings(self.task, self.spec, method_name, optimizer_name, seed)
+    def run_cell(self, method_name: str, optimizer_name: str, seed: int, reference_items, point: dict | None = None) -> dict:
+        loop, method_hp, optimizer_hp = cell_settings(self.task, self.spec, method_name, optimizer_name, seed, point)
         method = registry.build_method(method_name, method_hp)
         hparams = {"loop": dataclasses.asdict(loop), "method": method.hparams(), "lora": self.spec.lora,
                    "optimizer": {**optimizer_defaults(optimizer_name), **optimizer_hp}}
@@ -449,16 +501,22 @@ class Runner:
         for kind, path in self.baseline_paths.items():
             if kind != "retain":
                 evaluated[kind] = self.baseline(kind, path, reference_items)
-        if self.recipe is not None:
+        if self.recipe is not None and spec.limit is not None and self.recipe["checks"]:
+            self.console.print("[yellow]note:[/] the embedded models' checks are skipped: --limit makes the sets too "
+                               "small for them (e.g. forget quality cannot reach its bound)", highlight=False)
+        elif self.recipe is not None:
             self.task.check_models({kind: record["metrics"] for kind, record in evaluated.items()}, self.recipe["checks"])
-        cells = [(m, o, s) for s in spec.seeds for m in spec.methods for o in spec.optimizers]
+        cells = [(m, o, s, point) for s in spec.seeds for m in spec.methods for o in spec.optimizers
+                 for point in grid_points(spec.grid, m, o)]
         if spec.shard is not None:  # every N-th cell from the I-th; the baselines run in every shard
             index, count = spec.shard_parts
             cells = cells[index::count]
             self.console.print(f"shard {index}/{count}: {len(cells)} cell(s) of this sweep")
-        for i, (method, optimizer, seed) in enumerate(cells, 1):
-            self.console.print(f"[bold]cell {i}/{len(cells)}[/]: {method} × {optimizer}, seed {seed}")
-            record = self.run_cell(method, optimizer, seed, reference_items)
+        for i, (method, optimizer, seed, point) in enumerate(cells, 1):
+            setting = f" ({point_label(point)})" if point else ""
+            self.console.print(f"[bold]cell {i}/{len(cells)}[/]: {method} × {optimizer}{setting}, seed {seed}",
+                               highlight=False)
+            record = self.run_cell(method, optimizer, seed, reference_items, point)
             if record["status"] in ("failed", "skipped"):
                 self.console.print(f"[red]  {record['status']}:[/] {record['error']}")
         self.report()
@@ -469,8 +527,10 @@ class Runner:
         """The same report code as ``soul-bench report``, on this run's folder (records only)."""
         card = self.task.card
         title = f"{self.task.name} ({self.data.forget_split}, data: {self.data.source})"
-        paths = build_report([self.out], self.out, card.metrics, card.rank_by, title, tradeoff=card.tradeoff)
+        paths = build_report([self.out], self.out, card.metrics, card.rank_by, title, tradeoff=card.tradeoff,
+                             select_by=card.select_by)
         records = [r for r in paths.records if r.get("cell_id") in self.cell_ids]
-        self.console.print(summary_table(leaderboard_rows(records, card.metrics, card.rank_by), card.metrics, title))
+        rows = leaderboard_rows(records, card.metrics, card.rank_by, select_by=card.select_by)
+        self.console.print(summary_table(rows, card.metrics, title))
         for conflict in paths.conflicts:
             self.console.print(f"[yellow]conflict:[/] {conflict.describe()} (see conflicts.md)")

@@ -42,6 +42,9 @@ class SweepSpec(BaseModel):
     tasks_dirs: list[str] = Field(default_factory=list)
     unlearning: dict[str, Any] = Field(default_factory=dict)       # steps, epochs, batch_size, schedule, …
     method_hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # values to try, each a list: lr / steps / any unlearning key, or METHOD.KEY / OPTIMIZER.KEY
+    # (sophia.lr: that optimiser's own lr list); every combination that applies to a cell is a cell
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
     optimizer_hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
     embedded: dict[str, Any] = Field(default_factory=dict)         # overrides of the preset recipe
     evaluation: dict[str, Any] = Field(default_factory=dict)       # overrides of the card's evaluation section
@@ -152,6 +155,9 @@ def build_spec(config_file: Path | None, overrides: dict[str, Any]) -> SweepSpec
         where = ".".join(str(p) for p in first["loc"]) or "config"
         valid = ", ".join(SweepSpec.model_fields) if first["type"] == "extra_forbidden" else None
         raise UserError(f"bad setting '{where}': {first['msg']}" + (f"; valid settings: {valid}" if valid else "")) from exc
-    if lr is not None:
-        spec.unlearning["lr"] = lr
+    if isinstance(lr, list) and len(lr) > 1:  # --lr a,b,c: a grid over every optimiser's lr
+        spec.grid["lr"] = lr
+    elif lr is not None:  # one value on the command line beats a config's lr grid too
+        spec.unlearning["lr"] = lr[0] if isinstance(lr, list) else lr
+        spec.grid.pop("lr", None)
     return spec

@@ -45,6 +45,12 @@ class TaskCard:
         return ranking if ranking.require else list(ranking.by)
 
     @property
+    def select_by(self) -> list[str] | Ranking:
+        """The rule choosing each (method, optimiser)'s setting among those tried (rank_by's form)."""
+        ranking = self.spec.selection
+        return ranking if ranking.require else list(ranking.by)
+
+    @property
     def tradeoff(self) -> tuple[str, str] | None:
         """The scatter's (x, y) metrics: the card's, else its first two metrics (headline first)."""
         if self.spec.tradeoff:

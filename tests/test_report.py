@@ -477,3 +477,30 @@ def test_records_of_other_target_weights_are_conflicts_not_seeds(tmp_path):
     assert len(paths.conflicts) == len(elsewhere)
     assert all(c.reason.startswith("made from other target weights (sha256:cccc vs sha256:aaaa)") for c in paths.conflicts)
     assert "other target weights" in paths["conflicts.md"].read_text(encoding="utf-8")
+
+
+def test_several_targets_pool_as_seeds_when_asked(tmp_path):
+    """Embedded targets prepared with different seeds, reported together on purpose: every
+    (target, seed) is a seed of its cell, and the FO-vs-SO table pairs by (target, seed)."""
+    records = fixture_records()
+    for r in records:
+        r.setdefault("spec", {})["weights"] = {"target": "sha256:aaaa"}
+    other = json.loads(json.dumps(records))
+    for r in other:
+        r["spec"]["weights"]["target"] = "sha256:cccc"
+        r["cell_id"] += "-other"
+        if r["kind"] == "unlearned":
+            r["metrics"]["forget_quality"] += 0.1
+    runs = [write_run(tmp_path / "a", records), write_run(tmp_path / "b", other)]
+    paths = build_report(runs, tmp_path / "rep", METRICS, RANK_BY, "pooled", TRADEOFF, figures_too=False,
+                         across_targets=True)
+    assert not paths.conflicts and len(paths.records) == 2 * len(records)
+    rows = {(r["kind"], r["method"], r["optimizer"]): r for r in csv.DictReader(open(paths["leaderboard.csv"]))}
+    ga_adamw = rows[("unlearned", "ga", "adamw")]
+    assert ga_adamw["n_seeds"] == "6" and float(ga_adamw["forget_quality"]) == pytest.approx(0.02 + 0.05)
+    assert rows[("target", "", "")]["n_seeds"] == "2"
+    fo = next(r for r in csv.DictReader(open(paths["fo_vs_so.csv"]))
+              if (r["method"], r["optimizer"], r["metric"]) == ("ga", "sophia", "forget_quality"))
+    # the same shift on both sides: the paired differences 0.09, 0.23, 0.27 twice
+    assert fo["n"] == "6" and float(fo["mean_diff"]) == pytest.approx((0.09 + 0.23 + 0.27) / 3)
+    assert fo["seeds"].split() == ["T0s0", "T0s1", "T0s2", "T1s0", "T1s1", "T1s2"]

@@ -21,9 +21,12 @@ STAT_KEYS = ("token_logprobs", "token_mu", "token_sigma", "argmax_match", "token
 def batch_starts(n: int, batch_size: int, description: str):
     """range(0, n, batch_size) with a transient rich progress bar (shown on a terminal only):
     evaluating a 7B model takes minutes, the tiny one a second."""
+    from rich import get_console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as bar:
+    # off in logs (Slurm, CI, a pipe): a transient bar there leaves only empty lines
+    with Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True,
+                  disable=not get_console().is_terminal) as bar:
         task = bar.add_task(description, total=n)
         for start in range(0, n, batch_size):
             yield start

@@ -15,9 +15,12 @@ writes into ``out_dir`` (each file atomically: temp file + ``os.replace``):
   per headline metric), ``curves_<q>.png/.pdf`` per train-log quantity (loss, ce_forget, …),
   ``mia_roc_<attack>.png/.pdf`` per MIA attack (only when records have ``per_item["mia"]``).
 * ``conflicts.md`` — only when the merge found conflicting records (a stale one is removed).
+* ``tuning.md`` / ``.csv`` — only when some (method, optimizer) ran with several settings (a
+  tuning grid): every setting, the one the selection rule chose marked
+  (:mod:`soul_bench.report.tuning`); every other output shows the chosen setting.
 
 Merging: two records are *the same cell* when they share a ``cell_id`` or the same
-(task, forget split, kind, method, optimizer, seed). Copies with the same status and metrics
+(task, forget split, kind, method, optimizer, seed, setting). Copies with the same status and metrics
 are duplicates and kept once. Copies that differ are a *conflict*: the first one (run folders
 in the order given, files in name order) is used, and every conflict is listed in
 ``conflicts.md`` and in the returned mapping's ``conflicts`` (or raised, with
@@ -39,10 +42,11 @@ from soul_bench.report import figures, latex
 from soul_bench.report import leaderboard as lb
 from soul_bench.report.columns import (DEFAULT_TRADEOFF, MISSING, LeaderboardError, as_number, display_name,
                                        format_value, harness_metric_descriptions, md_escape, metric_columns,
-                                       probe_metric_descriptions, record_kind, tradeoff_axes)
+                                       probe_metric_descriptions, record_kind, target_weights, tradeoff_axes)
 from soul_bench.report.files import write_text
 from soul_bench.report.ranking import rank_rule
 from soul_bench.report.stats import DEFAULT_LEVEL, MIN_PAIRED, NA, format_p, optimizer_comparison_rows
+from soul_bench.report.tuning import is_tuned, selected_records, setting_id, tuning_csv, tuning_markdown
 
 CONFLICT_POLICIES = ("first", "error")
 
@@ -50,7 +54,7 @@ CONFLICT_POLICIES = ("first", "error")
 @dataclass
 class Conflict:
     """Records that claim the same cell with different results. ``kept`` is the one the report uses."""
-    reason: str  # "same cell_id" or "same (task, split, kind, method, optimizer, seed)"
+    reason: str  # "same cell_id" or "same (task, split, kind, method, optimizer, seed, setting)"
     cell: str  # a readable name of the cell
     kept: tuple[str, Mapping]  # (run dir, record)
     dropped: list[tuple[str, Mapping]] = field(default_factory=list)
@@ -80,13 +84,15 @@ def _split(record: Mapping) -> Any:
 
 
 def cell_key(record: Mapping) -> tuple:
-    """(task, forget split, kind, method, optimizer, seed) — what makes two records the same cell."""
+    """(task, forget split, kind, method, optimizer, seed, setting) — what makes two records the
+    same cell; the setting (hyper-parameters without the seed, :func:`tuning.setting_id`) tells
+    the values of a tuning grid apart."""
     return (record.get("task"), _split(record), record_kind(record), record.get("method"), record.get("optimizer"),
-            record.get("seed"))
+            record.get("seed"), setting_id(record), target_weights(record))
 
 
 def _cell_name(record: Mapping) -> str:
-    task, split, kind, method, optimizer, seed = cell_key(record)
+    task, split, kind, method, optimizer, seed, _, _ = cell_key(record)
     parts = [str(p) for p in (task, split) if p is not None]
     parts += [kind] if kind != "unlearned" else [f"{method} × {optimizer}"]
     if seed is not None:
@@ -100,21 +106,16 @@ def _signature(record: Mapping) -> str:
                       sort_keys=True, default=str)
 
 
-def target_weights(record: Mapping) -> str | None:
-    """The fingerprint of the target weights a record was made from (None in records that
-    predate fingerprints)."""
-    spec = record.get("spec")
-    weights = spec.get("weights") if isinstance(spec, Mapping) else None
-    return weights.get("target") if isinstance(weights, Mapping) else None
-
-
-def merge_records(sources: Iterable[tuple[str, Sequence[Mapping]]]) -> tuple[list[dict], list[Conflict], int]:
+def merge_records(sources: Iterable[tuple[str, Sequence[Mapping]]],
+                  across_targets: bool = False) -> tuple[list[dict], list[Conflict], int]:
     """Merge ``(label, records)`` pairs in order → (records, conflicts, number of duplicates dropped).
 
     A report compares cells that started from one target model: the first fingerprinted
     record's target weights are the report's, and a record made from other target weights (the
     same path prepared on another machine, another checkpoint) is a conflict, left out — never
-    averaged in as another seed."""
+    averaged in as another seed. ``across_targets``: the report pools several targets on
+    purpose (embedded targets prepared with different seeds, to sample how much the target
+    itself moves the results); every (target, seed) is then a seed of its cell."""
     merged: list[tuple[str, dict]] = []
     by_id: dict[Any, int] = {}
     by_key: dict[tuple, int] = {}
@@ -125,7 +126,7 @@ def merge_records(sources: Iterable[tuple[str, Sequence[Mapping]]]) -> tuple[lis
     for label, records in sources:
         for record in records:
             weights = target_weights(record)
-            if weights is not None:
+            if weights is not None and not across_targets:
                 if reference is None:
                     reference = (label, record)
                 elif weights != target_weights(reference[1]):
@@ -138,7 +139,7 @@ def merge_records(sources: Iterable[tuple[str, Sequence[Mapping]]]) -> tuple[lis
             if cid is not None and cid in by_id:
                 hits.append((by_id[cid], "same cell_id"))
             if key in by_key and all(by_key[key] != i for i, _ in hits):
-                hits.append((by_key[key], "same (task, split, kind, method, optimizer, seed)"))
+                hits.append((by_key[key], "same (task, split, kind, method, optimizer, seed, setting)"))
             if not hits:
                 by_key[key] = len(merged)
                 if cid is not None:
@@ -195,7 +196,9 @@ def _signed(value: Any) -> str:
     return "+" + text if as_number(value) is not None and value > 0 else text
 
 
-def fo_vs_so_markdown(rows: Sequence[Mapping], title: str, baseline: str, level: float = DEFAULT_LEVEL) -> str:
+def fo_vs_so_markdown(rows: Sequence[Mapping], title: str, baseline: str, level: float = DEFAULT_LEVEL,
+                      tuned: bool = False) -> str:
+    """The FO-vs-SO table; ``tuned``: the cells are each optimizer's chosen setting (say so)."""
     b = display_name(baseline)
     pct = f"{level * 100:g} %"
     header = ["Method", "Optimizer", "Metric", "n", "Optimizer mean", f"{b} mean", f"Δ (opt − {b})",
@@ -217,7 +220,9 @@ def fo_vs_so_markdown(rows: Sequence[Mapping], title: str, baseline: str, level:
                    f"we report; p (Wilcoxon) = two-sided Wilcoxon signed-rank test, as a distribution-free check; "
                    f"{NA} with fewer than {MIN_PAIRED} paired seeds. Favours = the optimizer with the better mean in "
                    f"the metric's direction (↑ higher / ↓ lower is better{ideal}). "
-                   f"No multiple-comparison correction."), ""]
+                   f"No multiple-comparison correction."
+                   + (" Each optimizer at its own tuned setting (the leaderboard's Setting column; every setting "
+                      "in tuning.md)." if tuned else "")), ""]
     return "\n".join(lines)
 
 
@@ -255,12 +260,17 @@ def fo_vs_so_csv(rows: Sequence[Mapping]) -> str:
 def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, metrics: Sequence[Any],
                  rank_by: Any, title: str, tradeoff: Sequence[str] = DEFAULT_TRADEOFF,
                  baseline_optimizer: str = "adamw", *, level: float = DEFAULT_LEVEL,
-                 on_conflict: str = "first", figures_too: bool = True) -> ReportPaths:
+                 on_conflict: str = "first", figures_too: bool = True, select_by: Any = None,
+                 across_targets: bool = False) -> ReportPaths:
     """Merge the records of ``run_dirs`` and write the report files (see the module docstring).
 
     ``metrics`` / ``rank_by`` / ``tradeoff`` come from the task card (``rank_by``: metric names or
     ``{"by": names, "require": [...]}``, see :mod:`soul_bench.report.ranking`); ``baseline_optimizer`` is
-    the first-order reference of the FO-vs-SO table. ``on_conflict``: ``"first"`` (use the first
+    the first-order reference of the FO-vs-SO table. ``select_by`` (``rank_by``'s form; default
+    ``rank_by``) chooses the setting of each (method, optimizer) that tried several
+    (:mod:`soul_bench.report.tuning`): the leaderboard, the FO-vs-SO table and the figures show
+    the chosen one; ``tuning.md`` / ``.csv`` list them all. ``across_targets``: pool records of
+    several target models, each (target, seed) a seed (see :func:`merge_records`). ``on_conflict``: ``"first"`` (use the first
     record, list the conflict) or ``"error"`` (raise :class:`LeaderboardError`). Returns a
     :class:`ReportPaths`: file name → path (``"conflicts.md"`` only when there are conflicts),
     with ``.conflicts``, ``.duplicates`` and ``.records``.
@@ -272,10 +282,11 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     metrics = list(metrics)
     columns = metric_columns(metrics)
     rank_rule(rank_by, columns)
+    select_rule = rank_rule(rank_by if select_by is None else select_by, columns)
     tradeoff_axes(tradeoff, columns)  # fail on bad names before reading anything
 
     sources = [(str(d), lb.load_records(d)) for d in run_dirs]
-    records, conflicts, duplicates = merge_records(sources)
+    records, conflicts, duplicates = merge_records(sources, across_targets)
     # lm-eval tasks the user added (not described by the card) get columns of their own
     metrics += harness_metric_descriptions(records, [column.name for column in columns])
     metrics += probe_metric_descriptions(records, columns)  # headline metrics after a relearning / quantisation attack
@@ -286,8 +297,11 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         raise LeaderboardError(f"records from several forget splits ({', '.join(splits)}); "
                                   f"build one report per split")
 
-    rows = lb.leaderboard_rows(records, metrics, rank_by, level=level)
-    comparison = optimizer_comparison_rows(records, metrics, baseline_optimizer, level)
+    every_setting = lb.setting_rows(records, metrics, rank_by, level, select_by)
+    tuned = is_tuned(every_setting)
+    rows = lb.leaderboard_rows(records, metrics, rank_by, level=level, select_by=select_by)
+    chosen = selected_records(records, every_setting)  # each (method, optimizer) at its chosen setting
+    comparison = optimizer_comparison_rows(chosen, metrics, baseline_optimizer, level)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fo_title = f"{title}: optimizers vs {display_name(baseline_optimizer)} (paired over seeds)"
@@ -300,16 +314,20 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         "leaderboard.tex": latex.leaderboard_latex(rows, metrics, title, spread="ci", level=level),
         "leaderboard_headline.tex": latex.leaderboard_latex(rows, metrics, title, spread="ci", level=level,
                                                             headline_only=True, label="tab:leaderboard-headline"),
-        "fo_vs_so.md": fo_vs_so_markdown(comparison, fo_title, baseline_optimizer, level),
+        "fo_vs_so.md": fo_vs_so_markdown(comparison, fo_title, baseline_optimizer, level, tuned),
         "fo_vs_so.csv": fo_vs_so_csv(comparison),
         "fo_vs_so.tex": latex.fo_vs_so_latex(comparison, fo_title, level=level),
     }
     if conflicts:
         texts["conflicts.md"] = conflicts_markdown(conflicts)
+    if tuned:
+        texts["tuning.md"] = tuning_markdown(every_setting, metric_columns(metrics), select_rule, title, "ci", level)
+        texts["tuning.csv"] = tuning_csv(every_setting, metric_columns(metrics))
     for name, text in texts.items():
         result[name] = write_text(out / name, text)
-    if not conflicts:
-        (out / "conflicts.md").unlink(missing_ok=True)  # stale from an earlier build
+    stale = ([] if conflicts else ["conflicts.md"]) + ([] if tuned else ["tuning.md", "tuning.csv"])
+    for name in stale:  # from an earlier build
+        (out / name).unlink(missing_ok=True)
     if figures_too:
-        result.update(figures.write_figures(records, rows, metrics, out, tradeoff=tradeoff, spread="ci", level=level))
+        result.update(figures.write_figures(chosen, rows, metrics, out, tradeoff=tradeoff, spread="ci", level=level))
     return result

@@ -90,6 +90,14 @@ def record_kind(record: Mapping) -> str:
     return str(record.get("kind") or "unlearned")
 
 
+def target_weights(record: Mapping) -> str | None:
+    """The fingerprint of the target weights a record was made from (None in records that
+    predate fingerprints)."""
+    spec = record.get("spec")
+    weights = spec.get("weights") if isinstance(spec, Mapping) else None
+    return weights.get("target") if isinstance(weights, Mapping) else None
+
+
 # --------------------------------------------------------------------------- metric columns
 
 

@@ -105,6 +105,8 @@ def leaderboard_latex(rows: Sequence[Mapping], metrics: Iterable[Any], title: st
     caption = (f"{escape(title)}. Mean $\\pm$ {spread_text} over seeds (none with one seed); "
                f"\\textbf{{bold}}: best unlearned value per column; {UP}/{DOWN}: higher/lower is better"
                + ("; $\\rightarrow v$: closest to $v$ is best" if any(m.ideal is not None for m in specs) else "")
+               + ("; the optimizer's tuned setting in brackets (chosen among those tried)"
+                  if any(row.get("n_settings", 1) > 1 for row in rows) else "")
                + ("; $^\\dagger$: misses a ranking requirement, so ranked after the cells that meet them all"
                   if any(row.get("unmet") for row in rows) else "") + ".")
     lines = [
@@ -129,6 +131,8 @@ def leaderboard_latex(rows: Sequence[Mapping], metrics: Iterable[Any], title: st
         previous_kind = group
         if row["kind"] == "unlearned":
             method, optimizer = _name(row["method"]), _name(row["optimizer"])
+            if row.get("setting") and row.get("n_settings", 1) > 1:  # the tuned values chosen
+                optimizer += f" {{\\scriptsize({escape(row['setting'])})}}"
         else:
             method, optimizer = f"\\textit{{{escape(baseline_label(row))}}}", DASH
         rank = str(row["rank"]) if row["rank"] is not None else DASH

@@ -44,6 +44,7 @@ from soul_bench.report.ranking import RankRule, best_cells, rank_rule, target_ro
 from soul_bench.report.rows import (BASELINE_NOTES, CI_LEVEL, SPREADS, baseline_label, baseline_order,
                                     check_spread, group_key, seeds_text, spread_note, spread_of, status_text)
 from soul_bench.report.stats import t_half_width
+from soul_bench.report.tuning import is_tuned, select_settings, setting_id, setting_of, setting_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.table import Table
@@ -175,12 +176,42 @@ def _name_key(row: Mapping) -> tuple[str, str]:
     return (str(row["method"] or ""), str(row["optimizer"] or ""))
 
 
+def setting_rows(records: Iterable[Mapping], metrics: Iterable[Any], rank_by: Any, level: float = CI_LEVEL,
+                 select_by: Any = None) -> list[dict]:
+    """Every row: the baselines, then one row per (method, optimizer, setting) — a setting being
+    a cell's hyper-parameters without its seed (:mod:`soul_bench.report.tuning`) — each marked
+    ``selected`` when ``select_by`` (the rank rule's form; default ``rank_by``) prefers it among
+    its (method, optimizer)'s settings. Unranked; :func:`leaderboard_rows` ranks the chosen ones."""
+    records = list(records)
+    columns = metric_columns(metrics)
+    tasks = sorted({str(r.get("task")) for r in records if r.get("task") is not None})
+    if len(tasks) > 1:
+        raise LeaderboardError(f"records from several tasks ({', '.join(tasks)}); build one leaderboard per task")
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        key = group_key(record)
+        groups.setdefault(key + ((setting_id(record),) if key[0] == "unlearned" else ("",)), []).append(dict(record))
+    rows = []
+    for (kind, method, opt, setting), recs in groups.items():
+        row = _build_row(kind, method, opt, recs, columns, level)
+        if kind == "unlearned":
+            row.update(setting_id=setting, setting_values=setting_of(recs[0]))
+        rows.append(row)
+    baselines = sorted((r for r in rows if r["kind"] != "unlearned"), key=lambda r: (baseline_order(r["kind"]), _name_key(r)))
+    select_rule = rank_rule(rank_by if select_by is None else select_by, columns)
+    cells = [r for r in rows if r["kind"] == "unlearned"]
+    select_settings(cells, select_rule, target_row(baselines) if select_rule.require else None)
+    return baselines + cells
+
+
 def leaderboard_rows(records: Iterable[Mapping], metrics: Iterable[Any], rank_by: Any,
-                     level: float = CI_LEVEL) -> list[dict]:
+                     level: float = CI_LEVEL, select_by: Any = None) -> list[dict]:
     """One row per (kind, method, optimizer), in leaderboard order.
 
     ``rank_by``: metric names, or ``{"by": names, "require": [...]}`` (or an object with ``by`` /
-    ``require``), see :mod:`soul_bench.report.ranking`.
+    ``require``), see :mod:`soul_bench.report.ranking`. When a (method, optimizer) was run with
+    several settings (a tuning grid), its row is the setting ``select_by`` (same form; default
+    ``rank_by``) chooses — see :func:`setting_rows` and :mod:`soul_bench.report.tuning`.
 
     Order: baselines (``target`` first, then any other non-``unlearned`` kind by name), then the
     unlearned cells with at least one successful seed — those meeting every requirement first,
@@ -196,31 +227,24 @@ def leaderboard_rows(records: Iterable[Mapping], metrics: Iterable[Any], rank_by
     (dicts metric name -> float or None; std is the sample std over seeds, None with fewer than
     two values), ``ci`` (metric -> half-width of the ``level`` Student-t interval of the mean over
     seeds, None with fewer than two values) and ``values`` (metric -> the per-seed values in
-    ``seeds`` order, None where missing). Failed seeds never enter the means.
+    ``seeds`` order, None where missing). Failed seeds never enter the means. Unlearned rows
+    also carry their setting (``setting``, ``n_settings``, ``setting_values``, …).
 
     A requirement relative to the target with no target row (or no target value) among the
     records is a :class:`LeaderboardError`.
     """
-    records = list(records)
     columns = metric_columns(metrics)
     rule = rank_rule(rank_by, columns)
-    tasks = sorted({str(r.get("task")) for r in records if r.get("task") is not None})
-    if len(tasks) > 1:
-        raise LeaderboardError(f"records from several tasks ({', '.join(tasks)}); build one leaderboard per task")
-
-    groups: dict[tuple, list[dict]] = {}
-    for record in records:
-        groups.setdefault(group_key(record), []).append(dict(record))
-    rows = [_build_row(kind, method, opt, recs, columns, level) for (kind, method, opt), recs in groups.items()]
-
-    baselines = sorted((r for r in rows if r["kind"] != "unlearned"), key=lambda r: (baseline_order(r["kind"]), _name_key(r)))
-    cells = [r for r in rows if r["kind"] == "unlearned" and r["status"] == "ok"]
+    rows = setting_rows(records, metrics, rank_by, level, select_by)
+    baselines = [r for r in rows if r["kind"] != "unlearned"]
+    chosen = [r for r in rows if r["kind"] == "unlearned" and r["selected"]]
+    cells = [r for r in chosen if r["status"] == "ok"]
     if rule.require:
         target = target_row(baselines)
         for row in cells:
             row["unmet"] = rule.unmet(row, target)
     ranked = sorted(cells, key=lambda r: (bool(r["unmet"]), rule.key(r), _name_key(r)))
-    broken = sorted((r for r in rows if r["kind"] == "unlearned" and r["status"] != "ok"), key=_name_key)
+    broken = sorted((r for r in chosen if r["status"] != "ok"), key=_name_key)
     for i, row in enumerate(ranked, start=1):
         row["rank"] = i
     return baselines + ranked + broken
@@ -239,15 +263,17 @@ def _rank_note(rule: RankRule, columns: list[MetricColumn], spread: str = "std",
 def _markdown(rows: list[dict], columns: list[MetricColumn], rule: RankRule, title: str,
               spread: str = "std", level: float = CI_LEVEL) -> str:
     best = best_cells(rows, columns)
-    header = ["#", "Method", "Optimizer", "Seeds", *(m.header for m in columns), "Status"]
-    align = ["---:", ":---", ":---", "---:", *("---:" for _ in columns), ":---"]
+    tuned = is_tuned(rows)
+    header = ["#", "Method", "Optimizer", *(["Setting"] if tuned else []), "Seeds", *(m.header for m in columns), "Status"]
+    align = ["---:", ":---", ":---", *([":---"] if tuned else []), "---:", *("---:" for _ in columns), ":---"]
     lines = [f"# {title}", "", "| " + " | ".join(md_escape(h) for h in header) + " |", "|" + "|".join(align) + "|"]
     for i, row in enumerate(rows):
         if row["kind"] == "unlearned":
             method, optimizer = str(row["method"] or MISSING), str(row["optimizer"] or MISSING)
         else:
             method, optimizer = f"*{baseline_label(row)}*", MISSING
-        cells = [str(row["rank"]) if row["rank"] is not None else MISSING, method, optimizer, seeds_text(row)]
+        cells = [str(row["rank"]) if row["rank"] is not None else MISSING, method, optimizer,
+                 *([setting_text(row)] if tuned else []), seeds_text(row)]
         for m in columns:
             text = format_cell(row["mean"][m.name], spread_of(row, m.name, spread))
             cells.append(f"**{text}**" if i in best.get(m.name, ()) else text)
@@ -255,7 +281,9 @@ def _markdown(rows: list[dict], columns: list[MetricColumn], rule: RankRule, tit
         lines.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
     if not rows:
         lines.append("| " + " | ".join([MISSING] * (len(header) - 1) + ["no records"]) + " |")
-    lines += ["", _rank_note(rule, columns, spread, level), ""]
+    lines += ["", _rank_note(rule, columns, spread, level)
+              + (" Setting: the tuned values chosen per (method, optimizer) among those tried (of N); every "
+                 "setting is in tuning.md." if tuned else ""), ""]
     return "\n".join(lines)
 
 
@@ -269,6 +297,9 @@ def _csv(rows: list[dict], columns: list[MetricColumn], spread: str = "std", lev
     ``with_unmet`` adds ``unmet`` (the missed requirements, "; "-separated) after ``status``."""
     fields = ["rank", "kind", "method", "optimizer", "n_seeds", "n_failed", "status"]
     row_fields = list(fields)
+    tuned = is_tuned(rows)
+    if tuned:  # only then: the tables of untuned sweeps keep their columns
+        fields[4:4] = ["setting", "n_settings"]
     if with_unmet:
         fields.append("unmet")
     for m in columns:
@@ -278,6 +309,9 @@ def _csv(rows: list[dict], columns: list[MetricColumn], spread: str = "std", lev
     writer.writeheader()
     for row in rows:
         out = {k: ("" if row[k] is None else row[k]) for k in row_fields}
+        if tuned:
+            out["setting"] = row.get("setting") or "" if row["kind"] == "unlearned" else ""
+            out["n_settings"] = row.get("n_settings", "") if row["kind"] == "unlearned" else ""
         if with_unmet:
             out["unmet"] = "; ".join(row.get("unmet") or [])
         for m in columns:
@@ -365,6 +399,9 @@ def summary_table(rows: Sequence[Mapping], metrics: Iterable[Any], title: str, *
     table.add_column("#", justify="right")
     table.add_column("Method")
     table.add_column("Optimizer")
+    tuned = is_tuned(rows)
+    if tuned:
+        table.add_column("Setting")
     table.add_column("Seeds", justify="right")
     for m in columns:
         table.add_column(m.header, justify="right")
@@ -383,5 +420,6 @@ def summary_table(rows: Sequence[Mapping], metrics: Iterable[Any], title: str, *
         else:
             style = "yellow" if status.startswith("skipped") else "red"
         table.add_row(Text(str(row["rank"]) if row["rank"] is not None else MISSING), method, optimizer,
-                      Text(seeds_text(row)), *values, Text(status_text(row), style=style))
+                      *([Text(setting_text(row))] if tuned else []), Text(seeds_text(row)), *values,
+                      Text(status_text(row), style=style))
     return table

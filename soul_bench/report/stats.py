@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from soul_bench.report.columns import as_number, headline_columns, metric_columns, record_kind
+from soul_bench.report.columns import as_number, headline_columns, metric_columns, record_kind, target_weights
 
 MIN_PAIRED = 3  # fewer paired seeds than this: no interval, no p-values
 NA = "n/a"
@@ -156,10 +156,12 @@ def optimizer_comparison_rows(records: Iterable[Mapping], metrics: Iterable[Mapp
     """
     specs = headline_columns(metric_columns(metrics))
     by_cell: dict[tuple[str, str], dict[Any, Mapping]] = {}
+    records = [r for r in records if record_kind(r) == "unlearned" and r.get("status") == "ok"]
+    # records pooled over several target models pair by (target, seed): "T1s0" = seed 0 of the second target
+    targets = sorted({str(target_weights(r)) for r in records})
     for r in records:
-        if record_kind(r) != "unlearned" or r.get("status") != "ok":
-            continue
-        by_cell.setdefault((str(r.get("method")), str(r.get("optimizer"))), {})[r.get("seed")] = r
+        pair = r.get("seed") if len(targets) < 2 else f"T{targets.index(str(target_weights(r)))}s{r.get('seed')}"
+        by_cell.setdefault((str(r.get("method")), str(r.get("optimizer"))), {})[pair] = r
     rows = []
     methods = sorted({m for m, _ in by_cell})
     for method in methods:

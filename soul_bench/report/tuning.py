@@ -1,0 +1,205 @@
+"""Which setting represents a (method, optimiser) when a sweep tried several (a grid of lr, β, …).
+
+Comparing optimisers at one shared learning rate compares step sizes, not optimisers: SOUL
+(Jia et al. 2024, arXiv 2404.18239, Sec. 5) tunes every optimiser's lr on its own. A sweep may
+therefore try several values per (method, optimiser) (``--lr 1e-5,3e-5,1e-4``, ``--hparam
+npo.beta=0.05,0.1`` or a config's ``grid:``); the records keep every one, and the report picks,
+per (method, optimiser), the setting a declared *selection rule* prefers — then the leaderboard,
+the FO-vs-SO table and the figures show that setting, and ``tuning.md`` / ``tuning.csv`` list
+every setting tried, the chosen one marked.
+
+A setting is everything a cell's hyper-parameters hold except its seed (``spec.hparams`` of the
+record: the loop, the method's and the optimiser's values), so records of one setting are its
+seeds and records of another are another row — also when they come from separate runs merged
+by ``soul-bench report``. The selection rule has the rank rule's form
+(:mod:`soul_bench.report.ranking`): lexicographic on metrics, with requirements, e.g. "best
+forget quality with model utility ≥ 0.9× the target's" — applied to each setting's mean over its
+seeds. The same seeds choose and report the setting: an optimistic estimate, but equally so for
+every optimiser tried over the same budget of values (``tuning.md`` states the budget and says
+when it differs).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from soul_bench.report.columns import MISSING, MetricColumn, format_cell, headline_columns, md_escape
+from soul_bench.report.ranking import RankRule
+from soul_bench.report.rows import seeds_text, spread_note, spread_of
+
+LOOP, METHOD, OPTIMIZER = "loop", "method", "optimizer"
+
+
+def setting_of(record: Mapping) -> dict[str, Any]:
+    """A record's hyper-parameters without its seed, flat: ``{"optimizer.lr": 3e-4, "method.beta":
+    0.1, "loop.steps": 30, …}`` (empty for baselines and records without ``spec.hparams``)."""
+    spec = record.get("spec")
+    hparams = spec.get("hparams") if isinstance(spec, Mapping) else None
+    if not isinstance(hparams, Mapping):
+        return {}
+    flat: dict[str, Any] = {}
+    for section in (LOOP, METHOD, OPTIMIZER):
+        for key, value in (hparams.get(section) or {}).items():
+            if not (section == LOOP and key == "seed"):
+                flat[f"{section}.{key}"] = value
+    if hparams.get("lora") is not None:
+        flat["lora"] = hparams["lora"]
+    return flat
+
+
+def setting_id(record: Mapping) -> str:
+    """A record's setting as canonical text: equal for the seeds of one setting."""
+    return json.dumps(setting_of(record), sort_keys=True, default=str)
+
+
+def varying_keys(settings: Sequence[Mapping]) -> list[str]:
+    """The keys whose values differ between ``settings`` (what was tuned), in a stable order."""
+    keys = sorted({k for s in settings for k in s})
+    return [k for k in keys if len({json.dumps(s.get(k), sort_keys=True, default=str) for s in settings}) > 1]
+
+
+def _short(key: str, keys: Sequence[str]) -> str:
+    short = key.rsplit(".", 1)[-1]
+    return short if sum(k.rsplit(".", 1)[-1] == short for k in keys) == 1 else key
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return json.dumps(value, default=str) if isinstance(value, (dict, list)) else str(value)
+
+
+def setting_label(setting: Mapping, keys: Sequence[str]) -> str:
+    """'lr=0.0003, beta=0.1': the tuned values of one setting (keys by their short name when unique)."""
+    return ", ".join(f"{_short(k, keys)}={_value_text(setting.get(k))}" for k in keys)
+
+
+def _order_key(setting: Mapping, keys: Sequence[str]) -> tuple:
+    def one(value: Any) -> tuple:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
+            return (0, float(value), "")
+        return (1, 0.0, json.dumps(value, sort_keys=True, default=str))
+    return tuple(one(setting.get(k)) for k in keys)
+
+
+def select_settings(rows: list[dict], rule: RankRule, target: Mapping | None) -> None:
+    """Mark, per (method, optimiser), the setting ``rule`` prefers: set ``selected``, ``setting``
+    (the tuned values, as text), ``n_settings``, ``selection_unmet`` and ``setting_order`` on every
+    unlearned row (rows from :func:`soul_bench.report.leaderboard.setting_rows`). Among settings
+    with a successful seed, those meeting every requirement come first, then by the rule's
+    metrics (mean over seeds), ties by setting order; a pair with no successful setting keeps its
+    first as the row that says why."""
+    pairs: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["kind"] == "unlearned":
+            pairs.setdefault((row["method"], row["optimizer"]), []).append(row)
+    for group in pairs.values():
+        keys = varying_keys([r["setting_values"] for r in group])
+        group.sort(key=lambda r: _order_key(r["setting_values"], keys))
+        for order, row in enumerate(group):
+            row.update(setting=setting_label(row["setting_values"], keys), setting_keys=keys,
+                       n_settings=len(group), setting_order=order, selected=False,
+                       selection_unmet=rule.unmet(row, target) if row["status"] == "ok" and rule.require else [])
+        ok = [r for r in group if r["status"] == "ok"]
+        chosen = min(ok, key=lambda r: (bool(r["selection_unmet"]), rule.key(r), r["setting_order"])) if ok else group[0]
+        chosen["selected"] = True
+
+
+def is_tuned(rows: Iterable[Mapping]) -> bool:
+    """Whether some (method, optimiser) tried more than one setting."""
+    return any(r.get("n_settings", 1) > 1 for r in rows)
+
+
+def setting_text(row: Mapping) -> str:
+    """The Setting cell of a leaderboard row: 'lr=0.0003 (1 of 3)', or '–' with nothing tuned."""
+    if row.get("kind") != "unlearned" or not row.get("setting"):
+        return MISSING
+    return f"{row['setting']} (of {row['n_settings']})"
+
+
+def selected_records(records: Iterable[Mapping], rows: Iterable[Mapping]) -> list[Mapping]:
+    """The records of the chosen setting of each (method, optimiser), plus every baseline record."""
+    chosen = {(r["method"], r["optimizer"], r["setting_id"]) for r in rows
+              if r["kind"] == "unlearned" and r.get("selected")}
+    out = []
+    for record in records:
+        kind = record.get("kind") or "unlearned"
+        if kind != "unlearned" or (record.get("method"), record.get("optimizer"), setting_id(record)) in chosen:
+            out.append(record)
+    return out
+
+
+def budget_note(rows: Sequence[Mapping]) -> str | None:
+    """A warning when the optimisers of one method were tuned over different numbers of settings
+    (the one tuned more has an edge), else None."""
+    by_method: dict[Any, dict[Any, int]] = {}
+    for row in rows:
+        if row["kind"] == "unlearned":
+            by_method.setdefault(row["method"], {})[row["optimizer"]] = row.get("n_settings", 1)
+    uneven = [f"{m}: " + ", ".join(f"{o} {n}" for o, n in sorted(counts.items()))
+              for m, counts in sorted(by_method.items(), key=lambda kv: str(kv[0])) if len(set(counts.values())) > 1]
+    if not uneven:
+        return None
+    return ("unequal tuning budgets (settings tried per optimiser) — " + "; ".join(uneven)
+            + ": the optimiser tuned over more values has an edge")
+
+
+def tuning_markdown(rows: Sequence[Mapping], columns: list[MetricColumn], rule: RankRule, title: str,
+                    spread: str = "ci", level: float = 0.95) -> str:
+    """``tuning.md``: every setting of every (method, optimiser), the chosen one marked ✓."""
+    heads = headline_columns(columns)
+    header = ["Method", "Optimizer", "Setting", "Chosen", "Seeds", *(m.header for m in heads), "Status"]
+    lines = [f"# {title}: every setting tried", "",
+             "| " + " | ".join(md_escape(h) for h in header) + " |",
+             "|" + "|".join([":---", ":---", ":---", ":---:", "---:", *("---:" for _ in heads), ":---"]) + "|"]
+    unlearned = sorted((r for r in rows if r["kind"] == "unlearned"),
+                       key=lambda r: (str(r["method"]), str(r["optimizer"]), r["setting_order"]))
+    for row in unlearned:
+        unmet = row.get("selection_unmet") or []
+        status = str(row["status"]) + (f"; unmet: {', '.join(unmet)}" if unmet else "")
+        cells = [str(row["method"]), str(row["optimizer"]), row["setting"] or MISSING,
+                 "✓" if row["selected"] else "", seeds_text(row),
+                 *(format_cell(row["mean"].get(m.name), spread_of(row, m.name, spread)) for m in heads), status]
+        lines.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
+    lines += ["", f"✓ = the setting each (method, optimizer) is reported with: {selection_text(rule)}. The "
+              f"leaderboard, the FO-vs-SO table and the figures show it; the same seeds choose and report it; "
+              f"{spread_note(spread, level)}.", ""]
+    note = budget_note(unlearned)
+    if note:
+        lines += [f"**Note:** {note}.", ""]
+    return "\n".join(lines)
+
+
+def selection_text(rule: RankRule) -> str:
+    """The selection rule in words: 'the best Forget quality ↑, then Model utility ↑ (mean over
+    seeds) among the settings with Model utility ≥ 0.9× target (else among all)'."""
+    text = "the best " + ", then ".join(m.header for m in rule.by) + " (mean over seeds)" if rule.by else "the first"
+    if rule.require:
+        text += f" among the settings with {', '.join(r.text for r in rule.require)} (if none has, among all)"
+    return text
+
+
+def tuning_csv(rows: Sequence[Mapping], columns: list[MetricColumn]) -> str:
+    """``tuning.csv``: one line per setting — its tuned values, whether chosen, seeds, status and
+    the mean of every metric."""
+    unlearned = sorted((r for r in rows if r["kind"] == "unlearned"),
+                       key=lambda r: (str(r["method"]), str(r["optimizer"]), r["setting_order"]))
+    keys = sorted({k for r in unlearned for k in r.get("setting_keys") or []})
+    fields = ["method", "optimizer", *keys, "selected", "n_seeds", "n_failed", "status", "selection_unmet",
+              *(m.name for m in columns)]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in unlearned:
+        out = {"method": row["method"], "optimizer": row["optimizer"], "selected": int(bool(row["selected"])),
+               "n_seeds": row["n_seeds"], "n_failed": row["n_failed"], "status": row["status"],
+               "selection_unmet": "; ".join(row.get("selection_unmet") or [])}
+        out.update({k: _value_text(row["setting_values"].get(k)) if k in row["setting_values"] else "" for k in keys})
+        out.update({m.name: "" if row["mean"].get(m.name) is None else repr(row["mean"][m.name]) for m in columns})
+        writer.writerow(out)
+    return buf.getvalue()
