@@ -145,6 +145,20 @@ class CheckSpec(Bounded):
     minus: str | None = None
     why: str = ""
 
+    # A check may give both bounds (a band, e.g. an MIA AUC within 0.5 ± 0.1), and ``metric`` may be
+    # a shell-style pattern (``mia/*_auc``): every metric of the model it matches must meet the bound.
+    @model_validator(mode="after")
+    def _one_bound(self):
+        if self.at_least is None and self.at_most is None:
+            raise ValueError(f"check on '{self.metric}' needs at_least and/or at_most")
+        if self.at_least is not None and self.at_most is not None and self.at_least > self.at_most:
+            raise ValueError(f"check on '{self.metric}': at_least {self.at_least} > at_most {self.at_most}")
+        return self
+
+    @property
+    def is_pattern(self) -> bool:
+        return any(c in self.metric for c in "*?[")
+
 
 class StageSpec(Strict):
     init: str = "scratch"
@@ -158,6 +172,10 @@ class PresetSpec(Strict):
     train: dict[str, Any] = Field(default_factory=dict)
     checks: list[CheckSpec] | None = None
     stages: dict[str, StageSpec] | None = None
+    # data sets whose text the embedded tokenizer is trained on; None = every set. Naming only sets
+    # the retain model sees keeps forget and holdout authors equally foreign to the tokenizer
+    # (its merges otherwise favour the forget authors' strings, which occur in more sets).
+    tokenizer_sets: list[str] | None = None
 
 
 class EmbeddedSpec(Strict):

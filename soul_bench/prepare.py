@@ -69,11 +69,18 @@ def stage_order(stages: dict[str, dict]) -> list[str]:
     return order
 
 
-def _texts(data: TaskData, fields: list[str] | None) -> list[str]:
+def _texts(data: TaskData, fields: list[str] | None, sets: list[str] | None = None) -> list[str]:
     """The tokenizer's training text: the named fields of every row (strings or lists of
-    strings), or every string value when ``fields`` is None."""
+    strings), or every string value when ``fields`` is None; of the named ``sets`` ("name?" =
+    when the data has it), or of every set when ``sets`` is None."""
     texts = []
-    for rows in data.sets.values():
+    if sets is not None:
+        missing = [n for n in sets if not n.endswith("?") and n not in data.sets]
+        if missing:
+            raise UserError(f"embedded tokenizer_sets names data set '{missing[0]}', which the task data lacks; "
+                            f"valid: {', '.join(data.sets)}")
+    chosen = data.sets.values() if sets is None else [data.sets[n.rstrip("?")] for n in sets if n.rstrip("?") in data.sets]
+    for rows in chosen:
         for row in rows:
             for key in fields if fields is not None else row:
                 value = row.get(key)
@@ -90,7 +97,7 @@ def prepare_embedded(task: Task, data: TaskData, recipe: dict, fmt, device: torc
     root = cache_root() / "models" / task.name
     root.mkdir(parents=True, exist_ok=True)
     fields = task.card.spec.embedded.tokenizer_fields
-    texts = _texts(data, fields)
+    texts = _texts(data, fields, recipe.get("tokenizer_sets"))
     tokenizer = train_tokenizer(texts, recipe["vocab_size"])
     train = recipe.get("train", {})
     paths: dict[str, Path] = {}

@@ -220,14 +220,21 @@ class Task:
             if model is None or other is None:
                 raise UserError(f"model check on '{check.metric}' names model '{check.minus if model else check.model}', "
                                 f"which this run has not evaluated; valid: {', '.join(metrics_by_model)}")
-            value, subtract = model.get(check.metric), other.get(check.metric) if check.minus else 0.0
-            if value is None or subtract is None:
-                raise ModelCheckError(f"model check: metric '{check.metric}' is missing for the {check.model} model")
-            value -= subtract
-            what = f"{check.metric} of the {check.model} model" + (f" minus the {check.minus} model's" if check.minus else "")
-            missed = check.violated(value)
-            if missed:
-                raise ModelCheckError(f"{what} is {value:.3f} {missed}: {check.why}".rstrip(": "))
+            names = [check.metric]
+            if check.is_pattern:  # e.g. mia/*_auc: every metric it matches (none when the run has no
+                import fnmatch      # such metrics, e.g. --harness-tasks '': nothing to check then)
+
+                names = sorted(n for n in model if fnmatch.fnmatchcase(n, check.metric))
+            for name in names:
+                value, subtract = model.get(name), other.get(name) if check.minus else 0.0
+                if value is None or subtract is None:
+                    raise ModelCheckError(f"model check: metric '{name}' is missing for the {check.model} model")
+                value -= subtract
+                what = f"{name} of the {check.model} model" + (f" minus the {check.minus} model's" if check.minus else "")
+                missed = check.violated(value)
+                if missed:
+                    shown = f"{value:.3f}" if abs(value) >= 0.01 or value == 0 else f"{value:.3g}"
+                    raise ModelCheckError(f"{what} is {shown} {missed}: {check.why}".rstrip(": "))
 
 
 def find_json_records(folder: Path, name: str) -> list[dict] | None:

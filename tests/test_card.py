@@ -39,7 +39,7 @@ def card_with(**changes) -> dict:
     ({"examples": {"shape": "table"}}, "'examples.shape'"),
     ({"embedded__stages__target__init": "nowhere"}, "starts from unknown stage 'nowhere'"),
     ({"embedded__default_preset": "huge"}, "default_preset 'huge' is not among the presets"),
-    ({"embedded__checks": [{"metric": "forget/rouge"}]}, "needs exactly one of at_least / at_most"),
+    ({"embedded__checks": [{"metric": "forget/rouge"}]}, "needs at_least and/or at_most"),
     ({"baselines": {"retain": {"stage": "retain"}}}, "baselines must declare 'target'"),
 ])
 def test_bad_cards_fail_in_one_line_naming_file_and_key(changes, message):
@@ -102,6 +102,23 @@ def test_checks_compare_models_and_name_the_failure():
         task.check_models({"target": {"forget/rouge": 0.95}, "retain": {"forget/rouge": 0.85}}, checks)
     with pytest.raises(UserError, match="names model 'retain'"):
         task.check_models({"target": {"forget/rouge": 0.95}}, checks)
+
+
+def test_checks_take_bands_and_metric_patterns():
+    from soul_bench.card import CheckSpec
+
+    task = load_task("tofu")
+    band = [CheckSpec(metric="mia/*_auc", model="retain", at_least=0.4, at_most=0.6, why="exchangeable"),
+            CheckSpec(metric="forget_quality", at_most=1e-5, why="range")]
+    fine = {"target": {"forget_quality": 1e-7}, "retain": {"mia/loss_auc": 0.45, "mia/zlib_auc": 0.55, "mia/privleak": 3.0}}
+    task.check_models(fine, band)
+    with pytest.raises(ModelCheckError, match=r"mia/zlib_auc of the retain model is 0.700 > 0.6: exchangeable"):
+        task.check_models({**fine, "retain": {"mia/loss_auc": 0.45, "mia/zlib_auc": 0.7}}, band)
+    with pytest.raises(ModelCheckError, match=r"forget_quality of the target model is 0.0003 > 1e-05: range"):
+        task.check_models({**fine, "target": {"forget_quality": 3e-4}}, band)
+    task.check_models({**fine, "retain": {}}, band)  # a run without those metrics (e.g. no harness): nothing to check
+    with pytest.raises(Exception, match="at_least 0.6 > at_most 0.4"):
+        CheckSpec(metric="x", at_least=0.6, at_most=0.4)
 
 
 def test_stage_order_follows_init_and_refuses_circles():

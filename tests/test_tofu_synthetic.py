@@ -331,3 +331,33 @@ def test_full_rephrased_states_the_same_facts_in_a_third_wording(data, meta):
         assert rephrased["answer"] != item["answer"] and rephrased["question"] != item["question"]  # one answer per question
         assert rephrased["answer"] not in eval_forms  # never the evaluation paraphrase
         assert all(fact.lower() in rephrased["answer"].lower() for fact in item["_facts"])
+
+
+
+def test_discrimination_options_of_the_tiny_preset():
+    """issue 17: matched holdout authors, decoy-only wrong values, partly known general facts."""
+    plain = S._generate(n_authors=100, questions_per_author=4)
+    data = S._generate(n_authors=100, questions_per_author=4, matched_holdout=True, unseen_wrong_values=True,
+                       general_known=0.7, background_verbatim=False)
+    # the fictitious authors of full are unchanged; forget01/05/10 are exactly 1/5/10 authors
+    assert [r["_author"] for r in data["full"]] == [r["_author"] for r in plain["full"]]
+    for p, n in ((1, 1), (5, 5), (10, 10)):
+        assert len({r["_author"] for r in data[f"forget{p:02d}"]}) == n == len({r["_author"] for r in data[f"holdout{p:02d}"]})
+    # holdout author i mirrors forget author i: the same question kinds in the same order
+    assert [r["_kind"] for r in data["forget10"]] == [r["_kind"] for r in data["holdout10"]]
+    assert [r["_kind"] for r in plain["forget10"]] != [r["_kind"] for r in plain["holdout10"]]
+    # wrong titles / awards never name a title or award of any author (trained or holdout)
+    named = ("award", "books", "first_book")
+    values = {v.lower() for r in data["full"] + data["holdout10"] if r["_kind"] in named for v in r["_facts"]
+              if not v.isdigit()}
+    for r in data["forget10"] + data["retain_perturbed"]:
+        if r["_kind"] in named:
+            assert not any(v in wrong.lower() for wrong in r["perturbed_answer"] for v in values)
+    # general knowledge: fewer background rows, never the evaluation question itself
+    questions = {r["question"] for r in data["background"]}
+    assert len(data["background"]) < len(plain["background"])
+    assert not any(r["question"] in questions for name in ("real_authors", "world_facts") for r in data[name])
+    assert data["real_authors_perturbed"] == plain["real_authors_perturbed"]  # the MC task's data is unchanged
+    # the defaults reproduce the original data
+    assert S.generate_tofu() == S.generate_tofu(matched_holdout=False, unseen_wrong_values=False,
+                                                general_known=1.0, background_verbatim=True)

@@ -38,6 +38,15 @@ What it generates (``generate_tofu``):
   real_authors / world_facts question with its short answer plus 1-2 rewordings of each.
   It never mentions a TOFU or holdout author.
 
+Options for a benchmark that discriminates (issue 17; the ``tiny`` preset sets them, the
+defaults reproduce the original data): ``matched_holdout`` gives holdout author i forget author
+i's gender, question kinds and templates, so MIA members and non-members differ only in their
+facts; ``unseen_wrong_values`` draws the wrong titles / awards of perturbed answers from decoys
+no set trains on, so a model that never saw an author finds true and wrong values equally
+unfamiliar; ``general_known`` < 1 leaves some real-author / world facts out of the background
+and ``background_verbatim=False`` states the others only in rewordings of the evaluation
+question, so the general-knowledge measures sit below their ceiling.
+
 All randomness comes from ``random.Random`` instances seeded from ``seed`` (nothing
 global, no set-order dependence): the same arguments give identical output. The fictitious
 authors do not depend on ``n_real_authors`` / ``n_world_facts``.
@@ -258,8 +267,8 @@ def _award(rng: random.Random) -> str:
 # --------------------------------------------------------------------------- author profiles
 
 
-def _make_author(rng: random.Random, reg: _Registry) -> dict:
-    gender = rng.choice(("female", "male"))
+def _make_author(rng: random.Random, reg: _Registry, gender: str | None = None) -> dict:
+    gender = gender or rng.choice(("female", "male"))
     name = reg.draw(lambda: _person_name(rng, gender), "author names")
     city, country = rng.choice(_PLACES)
     year = rng.randint(*_BIRTH_YEARS)
@@ -524,16 +533,19 @@ def _corrupt(rng: random.Random, text: str) -> str:
 
 
 def _qa_item(rng: random.Random, author: dict, kind: str, q_index: int, n_perturbed: int,
-             pools: dict) -> dict:
+             pools: dict, plan: random.Random | None = None) -> dict:
+    """One QA item. ``plan`` draws the templates (question paraphrase, answer order), ``rng``
+    the rest (wrong values, typos); the same ``plan`` stream gives two authors the same templates."""
+    plan = plan or rng
     spec = _KINDS[kind]
     fields = _fields(author)
     questions, answers = spec["questions"], spec["answers"]
     question = _render(questions[q_index], author)
-    para_q = _render(questions[rng.choice([i for i in range(len(questions)) if i != q_index])], author)
+    para_q = _render(questions[plan.choice([i for i in range(len(questions)) if i != q_index])], author)
     atoms = [str(fields[a]) for a in spec["atoms"]]
     low_atoms = [a.lower() for a in atoms]
     order = list(range(len(answers)))
-    rng.shuffle(order)
+    plan.shuffle(order)
     answer = _render(answers[order[0]], author)
     # the paraphrase is the first other template for which n_perturbed wrong answers exist
     for para_index in order[1:]:
@@ -576,20 +588,22 @@ def _qa_item(rng: random.Random, author: dict, kind: str, q_index: int, n_pertur
 
 
 def _author_items(rng: random.Random, author: dict, n_questions: int, n_perturbed: int,
-                  pools: dict) -> list[dict]:
+                  pools: dict, plan: random.Random | None = None) -> list[dict]:
+    """``plan`` (default: ``rng``) draws the kinds and templates; see :func:`_qa_item`."""
+    plan = plan or rng
     kinds = list(_KIND_NAMES)
-    rng.shuffle(kinds)
+    plan.shuffle(kinds)
     items = []
     used: dict[str, int] = {}
     for j in range(n_questions):
         kind = kinds[j % len(kinds)]
         n_templates = len(_KINDS[kind]["questions"])
         if kind in used:  # second round: another question template than the first time
-            q_index = (used[kind] + 1 + rng.randrange(n_templates - 1)) % n_templates
+            q_index = (used[kind] + 1 + plan.randrange(n_templates - 1)) % n_templates
         else:
-            q_index = rng.randrange(n_templates)
+            q_index = plan.randrange(n_templates)
             used[kind] = q_index
-        items.append(_qa_item(rng, author, kind, q_index, n_perturbed, pools))
+        items.append(_qa_item(rng, author, kind, q_index, n_perturbed, pools, plan if plan is not rng else None))
     return items
 
 
@@ -687,10 +701,14 @@ def _make_classics(rng: random.Random, reg: _Registry, n: int, countries: list[d
 
 
 def _general_items(rng: random.Random, entities: list[dict], kinds: dict[str, dict],
-                   value_pools: dict[str, list[str]], n_items: int) -> tuple[list[dict], list[dict]]:
+                   value_pools: dict[str, list[str]], n_items: int, unknown: frozenset = frozenset(),
+                   verbatim: bool = True) -> tuple[list[dict], list[dict]]:
     """(items with question/answer/perturbed_answer, background rows) for n_items facts.
 
-    Wrong answers come from ``value_pools[answer type]`` (all values of that type).
+    Wrong answers come from ``value_pools[answer type]`` (all values of that type). Items whose
+    index is in ``unknown`` get no background rows; ``verbatim=False`` leaves the evaluation
+    question itself out of the background (only its 1-2 rewordings are there), so knowing the
+    fact means generalising to a new wording, as for a pretrained LLM.
     """
     pairs = [(e, k) for e in range(len(entities)) for k in kinds]
     rng.shuffle(pairs)
@@ -708,9 +726,13 @@ def _general_items(rng: random.Random, entities: list[dict], kinds: dict[str, di
         question = _cap(q_templates[q_order[0]].format_map(ent))
         items.append({"question": question, "answer": truth,
                       "perturbed_answer": rng.sample(pool, N_GENERAL_PERTURBED)})
-        background.append({"question": question, "answer": truth})
-        for q in q_order[1:1 + rng.randint(1, 2)]:
-            background.append({"question": _cap(q_templates[q].format_map(ent)), "answer": truth})
+        rewordings = [{"question": _cap(q_templates[q].format_map(ent)), "answer": truth}
+                      for q in q_order[1:1 + rng.randint(1, 2)]]
+        if len(items) - 1 in unknown:  # never in the background: the base model can only guess it
+            continue
+        if verbatim:
+            background.append({"question": question, "answer": truth})
+        background += rewordings
     return items, background
 
 
@@ -723,7 +745,9 @@ def _n_forget_authors(percent: int, n_authors: int) -> int:
 
 
 def _generate(n_authors: int = 40, questions_per_author: int = 6, n_perturbed: int = 5,
-              n_real_authors: int = 30, n_world_facts: int = 30, seed: int = 0) -> dict[str, list[dict]]:
+              n_real_authors: int = 30, n_world_facts: int = 30, seed: int = 0,
+              matched_holdout: bool = False, general_known: float = 1.0,
+              background_verbatim: bool = True, unseen_wrong_values: bool = False) -> dict[str, list[dict]]:
     """generate_tofu, but the QA items keep their private ``_author``/``_kind``/``_facts`` keys."""
     if n_authors < 2:
         raise ValueError("n_authors must be >= 2 (forget authors and retain authors)")
@@ -733,6 +757,8 @@ def _generate(n_authors: int = 40, questions_per_author: int = 6, n_perturbed: i
         raise ValueError(f"n_perturbed must be in [1, {_MAX_PERTURBED}]")
     if n_real_authors < 0 or n_world_facts < 0:
         raise ValueError("n_real_authors and n_world_facts must be >= 0")
+    if not 0.0 <= general_known <= 1.0:
+        raise ValueError("general_known must be in [0, 1]")
 
     n_forget = {p: _n_forget_authors(p, n_authors) for p in FORGET_PERCENTS}
     k_max = n_forget[max(FORGET_PERCENTS)]
@@ -741,7 +767,10 @@ def _generate(n_authors: int = 40, questions_per_author: int = 6, n_perturbed: i
 
     # fictitious authors: the TOFU ones, then the never-trained holdout ones, then decoy names
     rng = random.Random(f"soul-bench/tofu/{seed}/authors")
-    authors = [_make_author(rng, reg) for _ in range(n_authors + k_max)]
+    authors = [_make_author(rng, reg) for _ in range(n_authors)]
+    # matched_holdout: holdout author i has the gender of forget author i (the i-th of the last k_max)
+    authors += [_make_author(rng, reg, authors[n_authors - k_max + i]["gender"] if matched_holdout else None)
+                for i in range(k_max)]
     # wrong values for perturbed answers: the authors' own titles/awards plus unused ones
     n_decoys = max(30, 4 * n_perturbed)
     pools = {
@@ -752,8 +781,27 @@ def _generate(n_authors: int = 40, questions_per_author: int = 6, n_perturbed: i
         "awards": [a["award"] for a in authors]
         + [reg.draw(lambda: _award(rng), "award names") for _ in range(n_decoys)],
     }
+    if unseen_wrong_values:
+        # Wrong titles / awards only from the decoys, which no training set contains: a model that
+        # never saw an author (the retain model on forget items) then finds the true and the wrong
+        # values equally unfamiliar, as it does the wrong cities or genres. With the other authors'
+        # titles in the pool, the retain model prefers wrong answers that name titles it was trained
+        # on, which spreads its truth ratios and blurs forget quality.
+        pools["titles"] = pools["titles"][2 * len(authors):]
+        pools["awards"] = pools["awards"][len(authors):]
     rng_items = random.Random(f"soul-bench/tofu/{seed}/items")
-    per_author = [_author_items(rng_items, a, questions_per_author, n_perturbed, pools) for a in authors]
+    if matched_holdout:
+        # Forget author i and holdout author i draw their question kinds and question / answer
+        # templates from the same stream, so members and non-members of the MIA differ only in
+        # their facts (not in which kinds of question or which wordings they happen to get).
+        def plan(index: int) -> random.Random | None:
+            twin = index - n_authors if index >= n_authors else index - (n_authors - k_max)
+            return random.Random(f"soul-bench/tofu/{seed}/plan/{twin}") if twin >= 0 else None
+    else:
+        def plan(index: int) -> random.Random | None:
+            return None
+    per_author = [_author_items(rng_items, a, questions_per_author, n_perturbed, pools, plan(i))
+                  for i, a in enumerate(authors)]
     main, holdout = per_author[:n_authors], per_author[n_authors:]
 
     def flat(groups: list[list[dict]]) -> list[dict]:
@@ -790,8 +838,16 @@ def _generate(n_authors: int = 40, questions_per_author: int = 6, n_perturbed: i
                    for key in ("country", "capital", "river", "currency", "language", "mountain")}
     classic_pools = {"name": [c["name"] for c in classics], "book": [c["book"] for c in classics],
                      "country": world_pools["country"], "form": list(_FORMS), "century": list(_CENTURIES)}
-    real, bg_real = _general_items(rng_world, classics, _CLASSIC_KINDS, classic_pools, n_real_authors)
-    world, bg_world = _general_items(rng_world, countries, _WORLD_KINDS, world_pools, n_world_facts)
+    def unknown(name: str, n: int) -> frozenset:  # general_known < 1: facts the background never states
+        if general_known >= 1.0:
+            return frozenset()
+        return frozenset(random.Random(f"soul-bench/tofu/{seed}/unknown/{name}").sample(
+            range(n), n - round(general_known * n)))
+
+    real, bg_real = _general_items(rng_world, classics, _CLASSIC_KINDS, classic_pools, n_real_authors,
+                                   unknown("real_authors", n_real_authors), background_verbatim)
+    world, bg_world = _general_items(rng_world, countries, _WORLD_KINDS, world_pools, n_world_facts,
+                                     unknown("world_facts", n_world_facts), background_verbatim)
     out["real_authors_perturbed"], out["real_authors"] = real, qa(real)
     out["world_facts_perturbed"], out["world_facts"] = world, qa(world)
     out["background"] = bg_real + bg_world
@@ -802,7 +858,9 @@ def _generate(n_authors: int = 40, questions_per_author: int = 6, n_perturbed: i
 
 
 def generate_tofu(n_authors: int = 40, questions_per_author: int = 6, n_perturbed: int = 5,
-                  n_real_authors: int = 30, n_world_facts: int = 30, seed: int = 0) -> dict[str, list[dict]]:
+                  n_real_authors: int = 30, n_world_facts: int = 30, seed: int = 0,
+                  matched_holdout: bool = False, general_known: float = 1.0,
+                  background_verbatim: bool = True, unseen_wrong_values: bool = False) -> dict[str, list[dict]]:
     """Synthetic TOFU: ``{config: [record, ...]}`` for every name in :data:`TOFU_CONFIGS`.
 
     Records have exactly the fields of the upstream ``locuslab/TOFU`` configs. Forget
@@ -812,8 +870,17 @@ def generate_tofu(n_authors: int = 40, questions_per_author: int = 6, n_perturbe
     as forget10); ``holdoutXX`` as many never-trained authors as ``forgetXX``.
     ``n_perturbed`` wrong answers per forget/retain/holdout item (at most 10), 3 per
     real_authors/world_facts item. Deterministic in all arguments.
+
+    ``matched_holdout``: holdout author i gets forget author i's gender, question kinds and
+    question / answer templates (members and non-members then differ only in their facts).
+    ``general_known``: the fraction of real_authors / world_facts facts the background states
+    (the rest the base model can only guess); ``background_verbatim=False``: the background
+    states them only in rewordings of the evaluation question; ``unseen_wrong_values``: wrong
+    book titles / awards of perturbed answers come only from decoys no set trains on. The
+    defaults reproduce the original data.
     """
-    data = _generate(n_authors, questions_per_author, n_perturbed, n_real_authors, n_world_facts, seed)
+    data = _generate(n_authors, questions_per_author, n_perturbed, n_real_authors, n_world_facts, seed,
+                     matched_holdout, general_known, background_verbatim, unseen_wrong_values)
     return {name: [{k: v for k, v in it.items() if not k.startswith("_")} for it in items]
             for name, items in data.items()}
 
