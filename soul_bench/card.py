@@ -264,20 +264,21 @@ class CardSpec(Strict):
 
     @property
     def ranking(self) -> Ranking:
-        if isinstance(self.rank_by, Ranking):
-            return self.rank_by
-        if self.rank_by is not None:
-            return Ranking(by=self.rank_by)
-        return Ranking(by=[m.name for m in self.metrics if m.headline])
+        """The rank rule: ``rank_by``, else the headline metrics."""
+        return as_ranking(self.rank_by) or Ranking(by=[m.name for m in self.metrics if m.headline])
 
     @property
     def selection(self) -> Ranking:
-        """The rule that chooses each (method, optimiser)'s setting among those a sweep tried."""
-        if isinstance(self.select_by, Ranking):
-            return self.select_by
-        if self.select_by is not None:
-            return Ranking(by=self.select_by)
-        return self.ranking
+        """The rule that chooses each (method, optimiser)'s setting among those a sweep tried:
+        ``select_by``, else the rank rule."""
+        return as_ranking(self.select_by) or self.ranking
+
+
+def as_ranking(value: list[str] | Ranking | None) -> Ranking | None:
+    """A card's ``rank_by`` / ``select_by`` value (names or a whole rule) as a :class:`Ranking`."""
+    if value is None or isinstance(value, Ranking):
+        return value
+    return Ranking(by=value)
 
 
 def validation_message(path: Path | str, exc: ValidationError, model: type[BaseModel] | None = None,
