@@ -69,17 +69,22 @@ def stage_order(stages: dict[str, dict]) -> list[str]:
     return order
 
 
+def present_sets(data: TaskData, names: list[str], what: str) -> list[str]:
+    """The data sets ``names`` asks for that the data has: "name?" = use the set when the data
+    source has it (e.g. synthetic-only augmentations); a plain name the data lacks is a one-line
+    error beginning with ``what``."""
+    missing = [n for n in names if not n.endswith("?") and n not in data.sets]
+    if missing:
+        raise UserError(f"{what} data set '{missing[0]}', which the task data lacks; valid: {', '.join(data.sets)}")
+    return [n.rstrip("?") for n in names if n.rstrip("?") in data.sets]
+
+
 def _texts(data: TaskData, fields: list[str] | None, sets: list[str] | None = None) -> list[str]:
     """The tokenizer's training text: the named fields of every row (strings or lists of
     strings), or every string value when ``fields`` is None; of the named ``sets`` ("name?" =
     when the data has it), or of every set when ``sets`` is None."""
     texts = []
-    if sets is not None:
-        missing = [n for n in sets if not n.endswith("?") and n not in data.sets]
-        if missing:
-            raise UserError(f"embedded tokenizer_sets names data set '{missing[0]}', which the task data lacks; "
-                            f"valid: {', '.join(data.sets)}")
-    chosen = data.sets.values() if sets is None else [data.sets[n.rstrip("?")] for n in sets if n.rstrip("?") in data.sets]
+    chosen = data.sets.values() if sets is None else [data[n] for n in present_sets(data, sets, "embedded tokenizer_sets names")]
     for rows in chosen:
         for row in rows:
             for key in fields if fields is not None else row:
@@ -108,12 +113,7 @@ def prepare_embedded(task: Task, data: TaskData, recipe: dict, fmt, device: torc
     for stage in order:
         spec = stages[stage]
         parent = spec.get("init", "scratch")
-        # "name?" = use the set when the data source has it (e.g. synthetic-only augmentations)
-        names = [n.rstrip("?") for n in spec["data"] if not n.endswith("?") or n.rstrip("?") in data.sets]
-        missing = [n for n in names if n not in data.sets]
-        if missing:
-            raise UserError(f"embedded stage '{stage}' trains on data set '{missing[0]}', which the task data lacks; "
-                            f"valid: {', '.join(data.sets)}")
+        names = present_sets(data, spec["data"], f"embedded stage '{stage}' trains on")
         examples = [row for name in names for row in data[name]]
         stage_train = {**{k: v for k, v in train.items() if k not in stages}, **train.get(stage, {})}
         shapes = {name: examples_spec.shape_of(name) for name in names}

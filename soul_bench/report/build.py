@@ -299,7 +299,7 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
 
     every_setting = lb.setting_rows(records, metrics, rank_by, level, select_by)
     tuned = is_tuned(every_setting)
-    rows = lb.leaderboard_rows(records, metrics, rank_by, level=level, select_by=select_by)
+    rows = lb.chosen_rows(every_setting, metrics, rank_by)
     chosen = selected_records(records, every_setting)  # each (method, optimizer) at its chosen setting
     comparison = optimizer_comparison_rows(chosen, metrics, baseline_optimizer, level)
     out = Path(out_dir)
@@ -321,8 +321,9 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     if conflicts:
         texts["conflicts.md"] = conflicts_markdown(conflicts)
     if tuned:
-        texts["tuning.md"] = tuning_markdown(every_setting, metric_columns(metrics), select_rule, title, "ci", level)
-        texts["tuning.csv"] = tuning_csv(every_setting, metric_columns(metrics))
+        all_columns = metric_columns(metrics)  # the card's plus the harness / probe columns added above
+        texts["tuning.md"] = tuning_markdown(every_setting, all_columns, select_rule, title, "ci", level)
+        texts["tuning.csv"] = tuning_csv(every_setting, all_columns)
     for name, text in texts.items():
         result[name] = write_text(out / name, text)
     stale = ([] if conflicts else ["conflicts.md"]) + ([] if tuned else ["tuning.md", "tuning.csv"])

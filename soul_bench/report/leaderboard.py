@@ -233,9 +233,13 @@ def leaderboard_rows(records: Iterable[Mapping], metrics: Iterable[Any], rank_by
     A requirement relative to the target with no target row (or no target value) among the
     records is a :class:`LeaderboardError`.
     """
-    columns = metric_columns(metrics)
-    rule = rank_rule(rank_by, columns)
-    rows = setting_rows(records, metrics, rank_by, level, select_by)
+    return chosen_rows(setting_rows(records, metrics, rank_by, level, select_by), metrics, rank_by)
+
+
+def chosen_rows(rows: list[dict], metrics: Iterable[Any], rank_by: Any) -> list[dict]:
+    """The leaderboard of :func:`setting_rows`' rows: the baselines, then each (method, optimizer)'s
+    chosen setting, ranked (see :func:`leaderboard_rows`)."""
+    rule = rank_rule(rank_by, metric_columns(metrics))
     baselines = [r for r in rows if r["kind"] != "unlearned"]
     chosen = [r for r in rows if r["kind"] == "unlearned" and r["selected"]]
     cells = [r for r in chosen if r["status"] == "ok"]
