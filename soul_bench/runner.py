@@ -22,6 +22,7 @@ from soul_bench.engine.loop import LoopSettings, run_loop, run_one_shot
 from soul_bench.engine.lora import AdaptersDisabled, apply_lora
 from soul_bench.engine.refusals import with_refusals
 from soul_bench.engine.optimizers import build_optimizer, optimizer_defaults, weight_decay_groups
+from soul_bench.engine.parallel import Processes
 from soul_bench.engine.probes import PROBES, probe_settings, quantised, relearned
 from soul_bench.errors import UserError
 from soul_bench.models import cache_root, load_model, quiet_transformers, resolve_device, weights_fingerprint
@@ -133,7 +134,12 @@ class Runner:
     def __init__(self, spec: SweepSpec, console: Console | None = None):
         self.spec = spec
         quiet_transformers()
+        # launched as several processes (accelerate launch / torchrun): the main one leads and
+        # writes, the others train along (soul_bench.engine.parallel) and print nothing
+        self.processes = Processes.from_environment(cpu=spec.device == "cpu")
         self.console = console or Console()
+        if not self.processes.is_main:
+            self.console = Console(quiet=True)
         self.task = registry.load_task(spec.task, spec.tasks_dirs)
         if spec.max_length is not None:  # every reader of the card (stages, unlearning, evaluation) sees it
             card = self.task.card.spec
@@ -167,6 +173,8 @@ class Runner:
         self.check_methods_fit_shape()
         self.probe_settings = self.check_probes()
         self.device = resolve_device(spec.device)
+        if self.processes.parallel and spec.device == "auto":
+            self.device = self.processes.device  # this process's own GPU (cuda:LOCAL_RANK), or the CPU
         self.fmt = self.task.prompt_format(spec.prompt_template, spec.answer_prefix, spec.system_prompt)
         self.preset = model_presets()[spec.model_preset] if spec.model_preset else None
         for flag, path in (("--model", None if self.preset else spec.model), ("--retain-model", spec.retain_model)):
@@ -203,7 +211,8 @@ class Runner:
             raise UserError(f"task '{self.task.name}': no target model (baseline 'target' has no embedded stage or flag)")
         self.target_path, self.retain_path = self.baseline_paths["target"], self.baseline_paths.get("retain")
         # which weights, not only which path: records of other weights are other cells
-        self.weights = {kind: weights_fingerprint(path) for kind, path in self.baseline_paths.items()}
+        if self.processes.is_main:
+            self.weights = {kind: weights_fingerprint(path) for kind, path in self.baseline_paths.items()}
         self.check_data_fits_methods()
 
     def check_methods_fit_shape(self) -> None:
@@ -351,10 +360,14 @@ class Runner:
         timings["harness_s"] = time.perf_counter() - tick
         if harness_details:
             record["harness"] = harness_details
-        record.update(status="ok", error=None, metrics=metrics, per_item=per_item, environment=environment(),
+        record.update(status="ok", error=None, metrics=metrics, per_item=per_item, environment=self.environment(),
                       prompt_example=self.prompt_example)
         write_json_atomic(record_path(self.out, record["cell_id"]), record)
         return record
+
+    def environment(self) -> dict:
+        """Where a record was made, with how many data-parallel processes trained it."""
+        return {**environment(), "processes": self.processes.world_size}
 
     def show_notes(self, per_item: dict) -> None:
         """Say once on the console why metrics are None (e.g. no holdout set: no MIA columns),
@@ -405,9 +418,30 @@ class Runner:
         one_shot = self.one_shot[optimizer_name]
         if one_shot and not getattr(method, "influence_compatible", False):
             reason = f"{optimizer_name} is a one-shot influence update of the forget CE; '{method_name}' has no such objective"
-            record.update(status="skipped", error=reason, metrics={}, environment=environment())
+            record.update(status="skipped", error=reason, metrics={}, environment=self.environment())
             write_json_atomic(record_path(self.out, record["cell_id"]), record)
             return record
+        if not one_shot:  # a one-shot update runs in the main process alone
+            self.processes.send((method_name, optimizer_name, seed, point))  # the followers train along
+        model, tokenizer, forget, result = self.unlearn(method_name, optimizer_name, seed, point)
+        record["timings"] = {"unlearn_s": result.seconds, "hessian_s": result.hessian_seconds, "steps": result.steps_done}
+        record["train_log"] = result.log
+        record["stopped_early"] = result.stopped_early
+        if result.failure:
+            record.update(status="failed", error=result.failure, metrics={}, environment=self.environment())
+            write_json_atomic(record_path(self.out, record["cell_id"]), record)
+            return record
+        record = self.evaluate_into(record, model, tokenizer, reference_items)
+        if self.spec.probes:
+            self.run_probes(record, model, tokenizer, forget, optimizer_hp.get("lr"), seed, reference_items)
+        return record
+
+    def unlearn(self, method_name: str, optimizer_name: str, seed: int, point: dict | None):
+        """Load the target and unlearn one cell; (model, tokenizer, encoded forget set, LoopResult).
+        Every data-parallel process runs this for the cells the main process sends."""
+        loop, method_hp, optimizer_hp = cell_settings(self.task, self.spec, method_name, optimizer_name, seed, point)
+        method = registry.build_method(method_name, method_hp)
+        one_shot = self.one_shot[optimizer_name]
         model, tokenizer = self.load(self.target_path)
         if self.spec.lora:
             # the frozen base (adapters off) is the reference: no second copy of the weights
@@ -431,19 +465,9 @@ class Runner:
             result = run_one_shot(model, optimizer, forget, retain, loop, tokenizer.pad_token_id)
         else:
             result = run_loop(model, method, optimizer, forget, loop, tokenizer.pad_token_id, retain, reference, refusal,
-                              description=f"{method_name} × {optimizer_name} s{seed}", show_progress=self.spec.show_progress)
-        record["timings"] = {"unlearn_s": result.seconds, "hessian_s": result.hessian_seconds, "steps": result.steps_done}
-        record["train_log"] = result.log
-        record["stopped_early"] = result.stopped_early
-        del reference
-        if result.failure:
-            record.update(status="failed", error=result.failure, metrics={}, environment=environment())
-            write_json_atomic(record_path(self.out, record["cell_id"]), record)
-            return record
-        record = self.evaluate_into(record, model, tokenizer, reference_items)
-        if self.spec.probes:
-            self.run_probes(record, model, tokenizer, forget, optimizer_hp.get("lr"), seed, reference_items)
-        return record
+                              description=f"{method_name} × {optimizer_name} s{seed}",
+                              show_progress=self.spec.show_progress and self.processes.is_main, processes=self.processes)
+        return model, tokenizer, forget, result
 
     def run_probes(self, record: dict, model, tokenizer, forget, lr: float | None, seed: int, reference_items,
                    names: list[str] | None = None) -> None:
@@ -468,8 +492,28 @@ class Runner:
 
     # ------------------------------------------------------------ whole sweep
     def run(self) -> Path:
+        if not self.processes.is_main:
+            return self.follow()
+        try:
+            return self.lead()
+        finally:
+            self.processes.send(None)  # the followers stop (also when the main process failed)
+
+    def follow(self) -> Path:
+        """A follower process: once the main process has the models ready, load them and train
+        every cell it sends; it writes nothing."""
+        if self.processes.receive() is None:
+            return self.out
+        self.load_data_and_models()  # the main process prepared (cached) the embedded models already
+        while (cell := self.processes.receive()) is not None:
+            self.unlearn(*cell)
+        return self.out
+
+    def lead(self) -> Path:
+        """The main (or only) process: the whole sweep."""
         self.started = time.perf_counter()
         self.load_data_and_models()
+        self.processes.send("loaded")
         fresh = not self.out.exists()
         (self.out / "records").mkdir(parents=True, exist_ok=True)
         try:

@@ -32,19 +32,26 @@ class HessianProbe:
     loss L, so N·(∇L̂ ⊙ ∇L̂) is an unbiased estimate of the Gauss-Newton diagonal of L (the
     official ``train_sophiag.py`` multiplies by batch × block tokens for the same reason).
     Scaling by sequences instead shrinks the estimate by the answer length.
+
+    ``average(estimates)``: averages a list of per-parameter estimates (``None`` entries
+    skipped) in place over the data-parallel processes, each of which probed its own share of
+    the batch, so every process folds the same ĥ into its state; nothing in one process.
     """
 
-    def __init__(self, loss_fn: Callable[[], torch.Tensor], sampled_nll_fn: Callable[[], torch.Tensor], n_terms: int):
+    def __init__(self, loss_fn: Callable[[], torch.Tensor], sampled_nll_fn: Callable[[], torch.Tensor], n_terms: int,
+                 average: Callable[[list], None] | None = None):
         self.loss_fn = loss_fn
         self.sampled_nll_fn = sampled_nll_fn
         self.n_terms = int(n_terms)
+        self.average = average or (lambda estimates: None)
 
     @classmethod
-    def for_batch(cls, model, batch: dict[str, torch.Tensor], loss_fn: Callable[[], torch.Tensor]) -> "HessianProbe":
+    def for_batch(cls, model, batch: dict[str, torch.Tensor], loss_fn: Callable[[], torch.Tensor],
+                  average: Callable[[list], None] | None = None) -> "HessianProbe":
         """The probe of a labelled batch: GNB samples at its supervised positions, and
         ``n_terms`` = the number of those positions (the tokens the sampled-label mean runs over)."""
         n_tokens = int(answer_mask(batch["labels"]).sum())
-        return cls(loss_fn, lambda: sampled_label_nll(model, batch), n_terms=n_tokens)
+        return cls(loss_fn, lambda: sampled_label_nll(model, batch), n_terms=n_tokens, average=average)
 
     def loss(self) -> torch.Tensor:
         return self.loss_fn()

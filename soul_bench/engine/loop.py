@@ -12,6 +12,11 @@
 The same loop trains the embedded target/retain models (method = FineTune). It never asks
 which optimiser it drives: second-order optimisers say themselves when they want a Hessian
 refresh (``soul_bench.engine.hessian``); one-shot updaters (IU) are run by ``run_one_shot``.
+
+Under several processes (``soul_bench.engine.parallel``) every process draws the same global
+batch, trains on its share of the rows, and the gradients are averaged (DDP); the loop's
+decisions (a non-finite loss, early stopping) are taken together, so every process stops at the
+same step.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from soul_bench.data import collate, to_device
 from soul_bench.engine.hessian import HessianProbe, HessianRefreshing
+from soul_bench.engine.parallel import Processes
 from soul_bench.lm import answer_mask, mean_token_nll
 
 
@@ -88,6 +94,7 @@ class StepInputs:
     forget: dict[str, torch.Tensor]
     retain: dict[str, torch.Tensor] | None = None
     forget_refusal: dict[str, torch.Tensor] | None = None  # the forget questions with refusal answers
+    weight: float = 1.0  # this process's share of the global batch (see soul_bench.engine.parallel)
 
 
 @dataclass
@@ -164,8 +171,10 @@ def enable_checkpointing(model) -> None:
 
 def run_loop(model, method, optimizer, forget_encoded, settings: LoopSettings, pad_id: int,
              retain_encoded=None, reference=None, refusal_encoded=None, description: str = "unlearning",
-             show_progress: bool = True) -> LoopResult:
-    """Run ``method`` with ``optimizer`` on ``model`` in place; returns the per-step log."""
+             show_progress: bool = True, processes: Processes | None = None) -> LoopResult:
+    """Run ``method`` with ``optimizer`` on ``model`` in place; returns the per-step log.
+    ``processes``: the data-parallel processes this loop runs in (default: this one alone)."""
+    processes = processes or Processes()
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
@@ -181,24 +190,28 @@ def run_loop(model, method, optimizer, forget_encoded, settings: LoopSettings, p
     batches = _shuffled_epochs(len(forget_encoded), settings.batch_size, generator)
     result = LoopResult(steps_done=0)
     model.train()
+    trained = processes.wrap(model)  # DDP over several processes; the model itself in one
     start = time.perf_counter()
 
     def next_inputs() -> tuple[StepInputs, list]:
-        picks = next(batches)
+        picks = next(batches)  # the global batch (every process draws the same), then this process's rows of it
+        retain_picks = torch.randint(len(retain_encoded), (len(picks),), generator=generator).tolist() if method.needs_retain else None
+        positions, weight = processes.share(list(range(len(picks))))
+        picks = [picks[i] for i in positions]
         rows = [forget_encoded[i] for i in picks]
-        retain_rows = None
-        if method.needs_retain:
-            retain_rows = [retain_encoded[i] for i in torch.randint(len(retain_encoded), (len(rows),), generator=generator).tolist()]
+        retain_rows = [retain_encoded[retain_picks[i]] for i in positions] if retain_picks else None
         inputs = StepInputs(
             forget=to_device(collate(rows, pad_id), device),
             retain=to_device(collate(retain_rows, pad_id), device) if retain_rows else None,
             forget_refusal=to_device(collate([refusal_encoded[i] for i in picks], pad_id), device) if refusal_encoded else None,
+            weight=weight,
         )
         return inputs, rows + (retain_rows or [])
 
-    def loss_of(inputs: StepInputs):
+    def loss_of(inputs: StepInputs, network=trained):
         with autocast_context(device, autocast_bf16):
-            return method.loss(model, inputs, reference)
+            loss, terms = method.loss(network, inputs, reference)
+        return (loss * inputs.weight if processes.parallel else loss), terms
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
                         TimeElapsedColumn(), transient=True, disable=not show_progress)
@@ -209,9 +222,12 @@ def run_loop(model, method, optimizer, forget_encoded, settings: LoopSettings, p
             hessian_s = 0.0
             if isinstance(optimizer, HessianRefreshing) and optimizer.wants_hessian(step):
                 # The probe sees the first micro-batch: every sequence it trains on (forget + retain).
+                # The estimate is this process's own (the model itself, not DDP: no gradient averaging);
+                # the optimiser averages it over processes through the probe.
                 inputs, sequences = micro[0]
                 probe_batch = to_device(collate(sequences, pad_id), device)
-                probe = HessianProbe.for_batch(model, probe_batch, lambda inputs=inputs: loss_of(inputs)[0])
+                probe = HessianProbe.for_batch(model, probe_batch, lambda inputs=inputs: loss_of(inputs, model)[0],
+                                               average=processes.average_)
                 tick = time.perf_counter()
                 optimizer.update_hessian(probe)
                 hessian_s = time.perf_counter() - tick
@@ -221,11 +237,12 @@ def run_loop(model, method, optimizer, forget_encoded, settings: LoopSettings, p
             total_loss, terms = 0.0, {}
             for inputs, _ in micro:
                 loss, micro_terms = loss_of(inputs)
-                if not torch.isfinite(loss):
-                    result.failure = f"non-finite loss ({loss.item()}) at step {step}; stopped with the last good weights"
+                batch_loss = processes.mean(loss)  # the global batch's loss; non-finite in one process → in all
+                if not torch.isfinite(batch_loss):
+                    result.failure = f"non-finite loss ({batch_loss.item()}) at step {step}; stopped with the last good weights"
                     break
                 (loss / settings.grad_accum).backward()
-                total_loss += loss.item() / settings.grad_accum
+                total_loss += batch_loss.item() / settings.grad_accum
                 for key, value in micro_terms.items():
                     terms[key] = terms.get(key, 0.0) + value / settings.grad_accum
             if result.failure:
@@ -244,7 +261,7 @@ def run_loop(model, method, optimizer, forget_encoded, settings: LoopSettings, p
             result.steps_done = step + 1
             if settings.early_stop_forget_nll is not None and (step + 1) % settings.early_stop_every == 0:
                 entry["forget_nll"] = mean_forget_nll(model, forget_encoded, pad_id)
-                if entry["forget_nll"] >= settings.early_stop_forget_nll:
+                if processes.agree(entry["forget_nll"] >= settings.early_stop_forget_nll):
                     result.stopped_early = f"forget NLL {entry['forget_nll']:.3f} ≥ {settings.early_stop_forget_nll} after {step + 1} steps"
             result.log.append(entry)
             progress.update(bar, advance=1, loss=f"{total_loss:.3f}")

@@ -189,6 +189,7 @@ class Sophia(Optimizer):
                 estimates = self._gnb(probe, params)
             else:
                 estimates = self._hutchinson(probe, params)
+        probe.average(estimates)  # several data-parallel processes: one ĥ for all
         with torch.no_grad():
             for (group, p), h_hat in zip(pairs, estimates):
                 beta2 = group["betas"][1]
