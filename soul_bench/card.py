@@ -212,6 +212,9 @@ class ReferenceSweep(Strict):
     # embedded targets to sample (train.seed of the recipe): the results are pooled over them, each
     # (target, seed) a seed, so the CIs and the FO-vs-SO verdict hold beyond one prepared target
     prepare_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    # robustness probes of every unlearned model (run setting `probes`: relearn, quant), so the
+    # committed tables show whether the forgetting survives a relearning or a quantisation attack
+    probes: list[str] = Field(default_factory=list)
 
 
 class CardSpec(Strict):

@@ -263,6 +263,7 @@ def reproduce(
     optimizers: Optional[str] = typer.Option(None, help="override the card's reference optimisers"),
     seeds: Optional[str] = typer.Option(None, help="override the card's reference seeds"),
     prepare_seeds: Optional[str] = typer.Option(None, help="override the card's reference prepare seeds (embedded targets pooled)"),
+    probes: Optional[str] = typer.Option(None, help="override the card's reference probes, e.g. relearn,quant ('' for none)"),
     preset: Optional[str] = typer.Option(None, help="embedded preset (default: the card's)"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
 ):
@@ -293,6 +294,7 @@ def reproduce(
                              seeds=[_int(s, "seed") for s in split_csv(seeds)] if seeds else reference["seeds"],
                              data="synthetic", preset=preset, out=folder, show_progress=False if no_progress else None,
                              grid=reference.get("grid") or None,
+                             probes=split_csv(probes) if probes is not None else reference["probes"],
                              embedded={"train": {"seed": prepare_seed}} if prepare_seed else None)
             if len(prepare) > 1:
                 console.print(f"[bold]{name}: embedded target {prepare_seed} ({len(prepare)} prepare seeds)[/]")

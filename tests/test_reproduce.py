@@ -39,3 +39,28 @@ def test_reproduce_output_format_matches_what_is_committed(tmp_path, capsys):
 def test_unknown_suite_is_a_user_error(capsys):
     code, _, err = run_cli(["reproduce", "nightly"], capsys)
     assert code == 2 and "unknown reference suite 'nightly'; valid: embedded" in err
+
+
+def test_reference_probes_come_from_the_card_or_the_flag(monkeypatch, capsys):
+    """The card's `reference.probes` (here overridden by --probes) reach every run of the sweep;
+    an unknown probe is one line and exit 2 before any work."""
+    from soul_bench.errors import UserError
+
+    specs = []
+
+    class Recorder:  # stands in for the Runner: keep the spec, stop before any work
+        def __init__(self, spec, console):
+            specs.append(spec)
+            raise UserError("stopped by the test")
+
+    monkeypatch.setattr("soul_bench.runner.Runner", Recorder)
+    code, _, err = run_cli(["reproduce", "--task", "tofu", "--probes", "relearn,quant"], capsys)
+    assert code == 2 and "stopped by the test" in err
+    assert specs[-1].probes == ["relearn", "quant"]
+    run_cli(["reproduce", "--task", "tofu"], capsys)
+    from soul_bench import registry
+
+    assert specs[-1].probes == registry.load_task("tofu").card.spec.reference.probes
+    monkeypatch.undo()
+    code, _, err = run_cli(["reproduce", "--task", "tofu", "--probes", "relearn,jailbreak", "--runs", "/nonexistent/x"], capsys)
+    assert code == 2 and "unknown probe 'jailbreak'" in err and "Traceback" not in err
