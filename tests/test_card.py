@@ -121,6 +121,24 @@ def test_checks_take_bands_and_metric_patterns():
         CheckSpec(metric="x", at_least=0.6, at_most=0.4)
 
 
+@pytest.mark.parametrize("name", ["tofu", "wmdp", "copyright", "muse"])
+def test_every_task_with_membership_probes_checks_its_non_members_are_exchangeable(name):
+    """The retain model never saw the forget or the holdout texts: its attacks must sit near chance,
+    or the privacy columns measure the data design, not unlearning. A retain model whose LOSS
+    attack separates the two sets fails the default preset's checks."""
+    from soul_bench.errors import ModelCheckError
+    from soul_bench.prepare import embedded_preset
+
+    task = load_task(name)
+    checks = embedded_preset(task, None)["checks"]
+    near_chance = {"mia/loss_auc": 0.5, "mia/zlib_auc": 0.5, "mia/min_k_auc": 0.5}
+    exchangeability = [c for c in checks if c.model == "retain" and c.metric == "mia/*_auc"]
+    assert exchangeability and all(c.at_least >= 0.3 and c.at_most <= 0.7 for c in exchangeability)
+    task.check_models({"retain": near_chance}, exchangeability)
+    with pytest.raises(ModelCheckError, match="mia/loss_auc of the retain model is 0.850"):
+        task.check_models({"retain": {**near_chance, "mia/loss_auc": 0.85}}, exchangeability)
+
+
 def test_stage_order_follows_init_and_refuses_circles():
     from soul_bench.prepare import stage_order
 
