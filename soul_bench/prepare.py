@@ -96,13 +96,37 @@ def _texts(data: TaskData, fields: list[str] | None, sets: list[str] | None = No
     return [t for t in texts if t]
 
 
+def tokenizer_texts(task: Task, data: TaskData, recipe: dict) -> list[str]:
+    """What the recipe's tokenizer learns from (the card's tokenizer_fields of its tokenizer_sets)."""
+    return _texts(data, task.card.spec.embedded.tokenizer_fields, recipe.get("tokenizer_sets"))
+
+
+def stage_train_settings(train: dict, stage: str, stage_names) -> dict:
+    """A stage's training recipe: the recipe's shared ``train`` keys, then the stage's own."""
+    return {**{k: v for k, v in train.items() if k not in stage_names}, **train.get(stage, {})}
+
+
+def stage_loop_settings(stage_train: dict) -> LoopSettings:
+    """The loop settings a stage trains with (seed: the initial weights' and the batch order's)."""
+    return LoopSettings(epochs=stage_train.get("epochs", 10), batch_size=stage_train.get("batch_size", 16),
+                        schedule="linear", warmup_ratio=stage_train.get("warmup_ratio", 0.05),
+                        warmup_from_zero=False, max_grad_norm=1.0, seed=int(stage_train.get("seed", 0)),
+                        group_by_length=bool(stage_train.get("group_by_length", False)))
+
+
+def encode_stage(task: Task, data: TaskData, names: list[str], tokenizer, fmt) -> list:
+    """The (input_ids, labels) pairs of the data sets a stage trains on, in each set's shape."""
+    examples_spec = task.card.spec.examples
+    return [pair for name in names for pair in
+            encode_rows(tokenizer, fmt, data[name], examples_spec.shape_of(name), examples_spec.max_length)]
+
+
 def prepare_embedded(task: Task, data: TaskData, recipe: dict, fmt, device: torch.device, console=None,
                      show_progress: bool = True) -> dict[str, Path]:
     """Train (or find in the cache) every stage; returns stage → model folder."""
     root = cache_root() / "models" / task.name
     root.mkdir(parents=True, exist_ok=True)
-    fields = task.card.spec.embedded.tokenizer_fields
-    texts = _texts(data, fields, recipe.get("tokenizer_sets"))
+    texts = tokenizer_texts(task, data, recipe)
     tokenizer = train_tokenizer(texts, recipe["vocab_size"])
     train = recipe.get("train", {})
     paths: dict[str, Path] = {}
@@ -115,7 +139,7 @@ def prepare_embedded(task: Task, data: TaskData, recipe: dict, fmt, device: torc
         parent = spec.get("init", "scratch")
         names = present_sets(data, spec["data"], f"embedded stage '{stage}' trains on")
         examples = [row for name in names for row in data[name]]
-        stage_train = {**{k: v for k, v in train.items() if k not in stages}, **train.get(stage, {})}
+        stage_train = stage_train_settings(train, stage, stages)
         shapes = {name: examples_spec.shape_of(name) for name in names}
         # the shapes enter the key only when they are not plain QA, so QA tasks keep their cache keys
         shape_key = () if set(shapes.values()) == {"qa"} and examples_spec.max_length is None else (shapes, examples_spec.max_length)
@@ -129,18 +153,14 @@ def prepare_embedded(task: Task, data: TaskData, recipe: dict, fmt, device: torc
 
         # train.seed (default 0): the initial weights and the batch order — another seed is another
         # embedded target, as another machine's float kernels give (the reference samples both)
-        seed = int(stage_train.get("seed", 0))
+        settings = stage_loop_settings(stage_train)
         if parent == "scratch":
-            model = build_tiny_llama(tokenizer, **recipe["model"], seed=seed)
+            model = build_tiny_llama(tokenizer, **recipe["model"], seed=settings.seed)
         else:
             model = AutoModelForCausalLM.from_pretrained(paths[parent])
         model.to(device)
-        settings = LoopSettings(epochs=stage_train.get("epochs", 10), batch_size=stage_train.get("batch_size", 16),
-                                schedule="linear", warmup_ratio=stage_train.get("warmup_ratio", 0.05),
-                                warmup_from_zero=False, max_grad_norm=1.0, seed=seed)
         optimizer = torch.optim.AdamW(model.parameters(), lr=stage_train.get("lr", 1e-3), weight_decay=0.0)
-        encoded = [pair for name in names for pair in
-                   encode_rows(tokenizer, fmt, data[name], shapes[name], examples_spec.max_length)]
+        encoded = encode_stage(task, data, names, tokenizer, fmt)
         tick = time.perf_counter()
         result = run_loop(model, FineTune(), optimizer, encoded, settings, tokenizer.pad_token_id,
                           description=f"prepare {task.name} {stage}", show_progress=show_progress)

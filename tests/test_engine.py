@@ -185,3 +185,33 @@ def test_weights_fingerprint_follows_the_bytes_not_the_path(tmp_path, monkeypatc
     (folder / "model.safetensors").write_bytes(b"weights-2")
     os.utime(folder / "model.safetensors", ns=(1, 1))  # a new mtime in any case
     assert weights_fingerprint(str(folder)) != first
+
+
+def test_length_grouped_batches_cover_each_epoch_once_and_pad_less():
+    from soul_bench.engine.loop import shuffled_batches
+
+    lengths = [5 + (i * 37) % 60 for i in range(200)]  # 5 … 64 tokens, scattered
+    batch_size = 8
+
+    def first_epoch(grouped):
+        batches = shuffled_batches(len(lengths), batch_size, torch.Generator().manual_seed(0), lengths if grouped else None)
+        return [next(batches) for _ in range(len(lengths) // batch_size)]
+
+    plain, grouped = first_epoch(False), first_epoch(True)
+    for epoch in (plain, grouped):
+        assert sorted(i for batch in epoch for i in batch) == list(range(len(lengths)))  # every row once
+    padded = lambda epoch: sum(max(lengths[i] for i in b) * len(b) for b in epoch)  # noqa: E731
+    assert sum(lengths) / padded(grouped) > 0.95 > sum(lengths) / padded(plain)  # grouped: hardly any padding
+    # the default order is the plain shuffled epochs (what every cached model was trained with)
+    order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(0)).tolist()
+    assert plain == [order[k : k + batch_size] for k in range(0, len(lengths), batch_size)]
+
+
+def test_length_grouping_is_a_loop_setting(tokenizer, encoded):
+    with pytest.raises(ValueError, match="'group_by_length' must be true or false"):
+        LoopSettings(group_by_length="yes")
+    model = build_tiny_llama(tokenizer, hidden_size=32, layers=2, heads=2, seed=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    settings = LoopSettings(steps=3, batch_size=4, group_by_length=True, seed=0)
+    result = run_loop(model, FineTune(), optimizer, encoded, settings, tokenizer.pad_token_id, show_progress=False)
+    assert result.steps_done == 3 and result.failure is None
