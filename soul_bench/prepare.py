@@ -47,7 +47,28 @@ def embedded_preset(task: Task, preset: str | None, overrides: dict | None = Non
     recipe["checks"] = list(embedded.checks if chosen.checks is None else chosen.checks)
     stages = {stage: spec.model_dump() for stage, spec in embedded.stages.items()}
     recipe["stages"] = deep_merge(stages, {k: v.model_dump() for k, v in (chosen.stages or {}).items()})
+    check_train_keys(recipe.get("train") or {}, recipe["stages"], f"task '{task.name}' embedded preset '{name}'")
     return recipe
+
+
+TRAIN_KEYS = ("epochs", "lr", "batch_size", "warmup_ratio", "seed", "group_by_length")
+
+
+def check_train_keys(train: dict, stages: dict, where: str) -> None:
+    """A recipe's ``train`` holds TRAIN_KEYS shared by every stage and, under a stage's name, that
+    stage's own; anything else (a typo such as ``epoch``) is one line, not silently ignored."""
+    if not isinstance(train, dict):
+        raise UserError(f"{where}: 'train' must be a mapping of {', '.join(TRAIN_KEYS)} (or a stage name), got {train!r}")
+    for key, value in train.items():
+        if key in stages:
+            if not isinstance(value, dict):
+                raise UserError(f"{where}: train.{key} must be a mapping of {', '.join(TRAIN_KEYS)}, got {value!r}")
+            unknown = sorted(set(value) - set(TRAIN_KEYS))
+            if unknown:
+                raise UserError(f"{where}: unknown key train.{key}.{unknown[0]}; valid: {', '.join(TRAIN_KEYS)}")
+        elif key not in TRAIN_KEYS:
+            raise UserError(f"{where}: unknown key train.{key}; valid: {', '.join(TRAIN_KEYS)} or a stage "
+                            f"name ({', '.join(stages)})")
 
 
 def stage_order(stages: dict[str, dict]) -> list[str]:

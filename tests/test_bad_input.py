@@ -48,6 +48,10 @@ CONFIG_CASES = [
     ({"optimizer_hparams": {"sophia": {"bias_correction": 1}}}, "sophia.bias_correction must be true or false"),
     ({"optimizer_hparams": {"adamw": {"betas": [0.9]}}}, "adamw.betas must be a list of 2 numbers"),
     ({"prompt_template": "Q: {question}", "system_prompt": "Be brief."}, "a system prompt needs the chat template"),
+    # the embedded recipe's training keys: a typo would otherwise be ignored (and train another model)
+    ({"embedded": {"train": {"epoch": 3}}}, "unknown key train.epoch; valid: epochs, lr, batch_size"),
+    ({"embedded": {"train": {"target": {"lr": 1e-3, "epcohs": 3}}}}, "unknown key train.target.epcohs; valid: epochs"),
+    ({"embedded": {"train": {"target": 3}}}, "train.target must be a mapping of epochs"),
 ]
 
 
