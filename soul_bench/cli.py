@@ -217,6 +217,7 @@ def report(
     task: Optional[str] = typer.Option(None, help="task whose card gives the metric columns (default: the records' own task)"),
     baseline_optimizer: str = typer.Option("adamw", help="first-order baseline of the FO-vs-SO table"),
     across_targets: bool = typer.Option(False, "--across-targets", help="pool records made from different target models (e.g. embedded targets of several prepare seeds): each (target, seed) is a seed; default: other target weights are conflicts"),
+    select_by: Optional[str] = typer.Option(None, "--select-by", help="the rule choosing each (method, optimiser)'s setting among those tried: metric names (forget_quality,model_utility) or a YAML rule '{by: [forget_quality], require: [{metric: model_utility, at_least: 0.8, relative_to: target}]}' (default: the card's select_by)"),
     tasks_dir: Optional[list[str]] = typer.Option(None, help=TASKS_DIR_HELP),
 ):
     """Rebuild leaderboards (md/csv/tex), the FO-vs-SO table and figures from records only."""
@@ -237,15 +238,16 @@ def report(
                             "(give the run folders of one task, or --task NAME)")
         task = named[0] if named else "tofu"
     card = registry.load_task(task, tasks_dir).card
+    selection = card.selection_rule(select_by)
     out = out or run_dirs[0]
     title = f"{card.name} ({', '.join(d.name for d in run_dirs)})"
     try:
         paths = build_report(run_dirs, out, card.metrics, card.rank_by, title, tradeoff=card.tradeoff,
-                             baseline_optimizer=baseline_optimizer, select_by=card.select_by,
+                             baseline_optimizer=baseline_optimizer, select_by=selection,
                              across_targets=across_targets)
     except ValueError as exc:  # LeaderboardError: corrupt record, mixed tasks/splits, bad names
         raise UserError(str(exc)) from exc
-    console.print(summary_table(leaderboard_rows(paths.records, card.metrics, card.rank_by, select_by=card.select_by),
+    console.print(summary_table(leaderboard_rows(paths.records, card.metrics, card.rank_by, select_by=selection),
                                 card.metrics, title))
     for conflict in paths.conflicts:
         console.print(f"[yellow]conflict:[/] {conflict.describe()}")

@@ -172,6 +172,7 @@ class Runner:
                     self.one_shot[optimizer] = getattr(built, "one_shot", False)
         self.check_methods_fit_shape()
         self.probe_settings = self.check_probes()
+        self.select_by = self.task.card.selection_rule(spec.select_by)  # checked now, used by the report
         self.device = resolve_device(spec.device)
         if self.processes.parallel and spec.device == "auto":
             self.device = self.processes.device  # this process's own GPU (cuda:LOCAL_RANK), or the CPU
@@ -572,9 +573,9 @@ class Runner:
         card = self.task.card
         title = f"{self.task.name} ({self.data.forget_split}, data: {self.data.source})"
         paths = build_report([self.out], self.out, card.metrics, card.rank_by, title, tradeoff=card.tradeoff,
-                             select_by=card.select_by)
+                             select_by=self.select_by)
         records = [r for r in paths.records if r.get("cell_id") in self.cell_ids]
-        rows = leaderboard_rows(records, card.metrics, card.rank_by, select_by=card.select_by)
+        rows = leaderboard_rows(records, card.metrics, card.rank_by, select_by=self.select_by)
         self.console.print(summary_table(rows, card.metrics, title))
         for conflict in paths.conflicts:
             self.console.print(f"[yellow]conflict:[/] {conflict.describe()} (see conflicts.md)")

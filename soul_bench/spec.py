@@ -54,6 +54,9 @@ class SweepSpec(BaseModel):
     harness_include: list[str] = Field(default_factory=list)  # folders of the user's own lm-eval task YAMLs
     show_progress: bool = True
     probes: list[str] = Field(default_factory=list)                 # robustness probes per cell: relearn, quant
+    # the rule choosing each (method, optimiser)'s setting among those a grid tried: metric names or
+    # {by: [...], require: [...]} (default: the card's select_by); report --select-by overrides it too
+    select_by: list[str] | dict[str, Any] | str | None = None
     probe_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # e.g. {relearn: {steps: 10}}
     shard: str | None = None            # "I/N": run every N-th cell from the I-th (0 <= I < N); merge with `report`
 

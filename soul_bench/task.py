@@ -50,6 +50,39 @@ class TaskCard:
         ranking = self.spec.selection
         return ranking if ranking.require else list(ranking.by)
 
+    def selection_rule(self, override: Any = None) -> list[str] | Ranking:
+        """``select_by``, or a user's rule in its place (a run config's ``select_by`` or ``report
+        --select-by``): metric names (a list, or "a,b"), or a whole rule ``{by: [...], require:
+        [{metric: ..., at_least: ..., relative_to: target}]}`` (YAML text too), in this card's
+        metric names. Bad input is one line naming what is valid."""
+        if override is None:
+            return self.select_by
+        import yaml
+        from pydantic import ValidationError
+
+        value = override
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise UserError(f"select_by '{override}' is neither metric names (a,b) nor a YAML rule "
+                                "{by: [...], require: [...]}") from None
+            if isinstance(value, str):
+                value = [name.strip() for name in value.split(",") if name.strip()]
+        try:
+            ranking = Ranking(by=value) if isinstance(value, list) else Ranking.model_validate(value)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            raise UserError(f"select_by{'.' + where if where else ''}: {error['msg']} (a rule is metric names, or "
+                            "{by: [names], require: [{metric, at_least/at_most, relative_to}]})") from None
+        names = {m.name for m in self.metrics}
+        unknown = [n for n in [*ranking.by, *(r.metric for r in ranking.require)] if n not in names]
+        if not ranking.by or unknown:
+            raise UserError(f"select_by names {'unknown metric ' + repr(unknown[0]) if unknown else 'no metric'}; "
+                            f"task '{self.name}' metrics: {', '.join(sorted(names))}")
+        return ranking if ranking.require else list(ranking.by)
+
     @property
     def tradeoff(self) -> tuple[str, str] | None:
         """The scatter's (x, y) metrics: the card's, else its first two metrics (headline first)."""

@@ -191,3 +191,40 @@ def test_reproduce_pools_targets_of_several_prepare_seeds(tmp_path, capsys):
     assert rows[("target", "", "")]["n_seeds"] == "2" and rows[("unlearned", "ga", "sophia")]["n_seeds"] == "2"
     fo = next(csv.DictReader(open(tables / "tofu" / "fo_vs_so.csv")))
     assert fo["seeds"].split() == ["T0s0", "T1s0"]
+
+
+def test_report_select_by_replaces_the_cards_rule(tmp_path, capsys):
+    """The card's rule (MU ≥ 0.9× target) picks lr 3e-4 for both; without a requirement the most
+    forgetting setting wins; a looser requirement (MU ≥ 0.8× target = 0.48) lets AdamW's 1e-3
+    (MU 0.51) in but not Sophia's (0.30)."""
+    run = write_run(tmp_path / "run", grid_records())
+
+    def chosen(*flags):
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        code, _, err = run_cli(["report", run, "--out", out, *flags], capsys)
+        assert code == 0, err
+        rows = csv.DictReader(open(out / "tuning.csv"))
+        return {r["optimizer"]: float(r["optimizer.lr"]) for r in rows if r["selected"] == "1"}
+
+    assert chosen() == {"adamw": 3e-4, "sophia": 3e-4}
+    assert chosen("--select-by", "forget_quality,model_utility") == {"adamw": 1e-3, "sophia": 1e-3}
+    loose = "{by: [forget_quality], require: [{metric: model_utility, at_least: 0.8, relative_to: target}]}"
+    assert chosen("--select-by", loose) == {"adamw": 1e-3, "sophia": 3e-4}
+
+
+@pytest.mark.parametrize("rule, message", [
+    ("forget_qualty", "select_by names unknown metric 'forget_qualty'; task 'tofu' metrics:"),
+    ("{by: [forget_quality], require: [{metric: model_utility, atleast: 1}]}", "select_by.require.0.atleast: Extra inputs are not permitted"),
+    ("{by: [forget_quality", "is neither metric names (a,b) nor a YAML rule"),
+    ("{require: []}", "select_by.by: Field required"),
+])
+def test_a_bad_selection_rule_is_one_line_exit_2(tmp_path, capsys, rule, message):
+    run = write_run(tmp_path / "run", grid_records())
+    code, _, err = run_cli(["report", run, "--out", tmp_path / "out", "--select-by", rule], capsys)
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    config = tmp_path / "sweep.yaml"  # the same rule in a run config fails before any work
+    config.write_text(json.dumps({"select_by": rule}))
+    code, _, err = run_cli(["run", "--preset", "micro", "--methods", "ga", "--optimizers", "adamw", "--config", config,
+                            "--out", tmp_path / "runout"], capsys)
+    assert code == 2 and message in err and not (tmp_path / "runout").exists()
