@@ -108,6 +108,21 @@ def check_grid(grid: dict[str, list], methods: dict, optimizers: dict) -> None:
             raise UserError(f"grid '{key}' lists a value twice: {values}")
 
 
+# loop settings added after records were first written, with the value that reproduces the
+# older behaviour: left out of a record's identity at that value, so earlier records keep their
+# cell ids (and a resumed sweep or a merged report sees them as the same cells and settings)
+LATER_LOOP_DEFAULTS = {"group_by_length": False}
+
+
+def loop_identity(loop: LoopSettings) -> dict:
+    """A cell's loop settings as its record names them (see LATER_LOOP_DEFAULTS)."""
+    values = dataclasses.asdict(loop)
+    for key, default in LATER_LOOP_DEFAULTS.items():
+        if values.get(key) == default:
+            del values[key]
+    return values
+
+
 def looks_like_a_path(name: str) -> bool:
     """A model name that cannot be a hub id (``org/name``): it starts like a path or has more
     than one part."""
@@ -160,6 +175,7 @@ class Runner:
             if not any(key in point for m in spec.methods for o in spec.optimizers for point in grid_points(spec.grid, m, o)):
                 self.console.print(f"[yellow]note:[/] grid '{key}' applies to no cell of this sweep", highlight=False)
         self.one_shot: dict[str, bool] = {}  # optimiser → is a one-shot updater (IU), learnt while validating
+        self.hessian_vector_products: set[str] = set()  # optimisers that need a double backward (Hutchinson)
         for method in spec.methods:  # fail on bad hyper-parameters before any work, for every grid point
             for optimizer in spec.optimizers:
                 for point in grid_points(spec.grid, method, optimizer):
@@ -170,12 +186,22 @@ class Runner:
                     except ValueError as exc:
                         raise UserError(str(exc)) from exc
                     self.one_shot[optimizer] = getattr(built, "one_shot", False)
+                    if getattr(built, "estimator", None) == "hutchinson":
+                        self.hessian_vector_products.add(optimizer)
         self.check_methods_fit_shape()
         self.probe_settings = self.check_probes()
         self.select_by = self.task.card.selection_rule(spec.select_by)  # checked now, used by the report
         self.device = resolve_device(spec.device)
         if self.processes.parallel and spec.device == "auto":
             self.device = self.processes.device  # this process's own GPU (cuda:LOCAL_RANK), or the CPU
+        if self.processes.parallel and self.processes.sharded:
+            if spec.lora:
+                raise UserError("LoRA adapters are not trained under FSDP yet; launch with DDP (accelerate launch "
+                                "--multi_gpu): adapters are small, every GPU holds the frozen base")
+            hutchinson = sorted(self.hessian_vector_products)
+            if hutchinson:
+                raise UserError(f"optimizer '{hutchinson[0]}' needs Hessian-vector products (double backward), which "
+                                "FSDP cannot give; under FSDP use sophia (Gauss-Newton-Bartlett), soul, adamw or sgd")
         self.fmt = self.task.prompt_format(spec.prompt_template, spec.answer_prefix, spec.system_prompt)
         self.preset = model_presets()[spec.model_preset] if spec.model_preset else None
         for flag, path in (("--model", None if self.preset else spec.model), ("--retain-model", spec.retain_model)):
@@ -408,7 +434,7 @@ class Runner:
     def run_cell(self, method_name: str, optimizer_name: str, seed: int, reference_items, point: dict | None = None) -> dict:
         loop, method_hp, optimizer_hp = cell_settings(self.task, self.spec, method_name, optimizer_name, seed, point)
         method = registry.build_method(method_name, method_hp)
-        hparams = {"loop": dataclasses.asdict(loop), "method": method.hparams(), "lora": self.spec.lora,
+        hparams = {"loop": loop_identity(loop), "method": method.hparams(), "lora": self.spec.lora,
                    "optimizer": {**optimizer_defaults(optimizer_name), **optimizer_hp}}
         record = self.base_record("unlearned", method_name, optimizer_name, seed, {"hparams": hparams})
         self.cell_ids.append(record["cell_id"])
@@ -453,6 +479,12 @@ class Runner:
             if reference is not None:
                 reference.requires_grad_(False)
         method.setup(model, reference)
+        # FSDP: shard the model (and a separate reference) before the optimiser sees the parameters;
+        # a one-shot update runs in the main process alone, on the whole model
+        if not one_shot:
+            model = self.processes.shard(model)
+            if reference is not None and not self.spec.lora:
+                reference = self.processes.shard(reference)
         forget = self.encode(tokenizer, "forget")
         # IU's Hessian is of the retain loss, so it needs retain data whatever the method
         retain = self.encode(tokenizer, "retain") if method.needs_retain or one_shot else None
@@ -468,6 +500,14 @@ class Runner:
             result = run_loop(model, method, optimizer, forget, loop, tokenizer.pad_token_id, retain, reference, refusal,
                               description=f"{method_name} × {optimizer_name} s{seed}",
                               show_progress=self.spec.show_progress and self.processes.is_main, processes=self.processes)
+        if self.processes.sharded and not one_shot:  # evaluation runs on the main process's full copy of the weights
+            del reference, optimizer
+            weights = self.processes.gather_weights(model)
+            del model
+            model = None
+            if self.processes.is_main:
+                model = self.load(self.target_path)[0]
+                model.load_state_dict(weights)
         return model, tokenizer, forget, result
 
     def run_probes(self, record: dict, model, tokenizer, forget, lr: float | None, seed: int, reference_items,

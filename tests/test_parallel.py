@@ -42,19 +42,20 @@ def test_one_process_adds_nothing():
     one.send("ignored")  # no collective to wait on
 
 
-@pytest.mark.parametrize("variable, engine", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
-def test_an_engine_not_supported_yet_is_refused_before_any_work(monkeypatch, variable, engine):
+def test_deepspeed_is_refused_before_any_work(monkeypatch):
     from soul_bench.errors import UserError
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv(variable, "true")
-    with pytest.raises(UserError, match=f"{engine} is not supported yet.*--multi_gpu"):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(UserError, match="DeepSpeed is not supported; launch with DDP .*--use_fsdp"):
         Processes.from_environment()
 
 
-def _train(rank: int, world: int, store: str, tokenizer_dir: str, optimizer_name: str, out: str) -> None:
+def _train(rank: int, world: int, store: str, tokenizer_dir: str, optimizer_name: str, out: str,
+           sharded: bool = False) -> None:
     """One process of a data-parallel run (or the single process when world == 1): 3 steps of
-    gradient ascent from a fixed tiny model; writes its final weights."""
+    gradient ascent from a fixed tiny model; writes its final weights (FSDP: the main process
+    writes the gathered full weights)."""
     from transformers import PreTrainedTokenizerFast
 
     from soul_bench.data import PromptFormat, encode_examples
@@ -68,25 +69,31 @@ def _train(rank: int, world: int, store: str, tokenizer_dir: str, optimizer_name
         torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
     encoded = encode_examples(tokenizer, PromptFormat(), ROWS)
-    model = build_tiny_llama(tokenizer, hidden_size=32, layers=2, heads=2, seed=0)
-    hparams = {"lr": 0.05} if optimizer_name == "sgd" else {"lr": 1e-3, "rho": 0.04, "hessian_interval": 1}
+    processes = Processes(rank=rank, world_size=world, device=torch.device("cpu"), sharded=sharded)
+    model = processes.shard(build_tiny_llama(tokenizer, hidden_size=32, layers=2, heads=2, seed=0))
+    hparams = {"sgd": {"lr": 0.05}, "adamw": {"lr": 1e-3}}.get(optimizer_name, {"lr": 1e-3, "rho": 0.04, "hessian_interval": 1})
     optimizer = build_optimizer(optimizer_name, model.parameters(), **hparams)
-    settings = LoopSettings(steps=3, batch_size=4, max_grad_norm=None, warmup_ratio=0.0, schedule="constant", seed=5)
+    settings = LoopSettings(steps=3, batch_size=4, max_grad_norm=1.0, warmup_ratio=0.0, schedule="constant", seed=5)
     result = run_loop(model, GradientAscent(), optimizer, encoded, settings, tokenizer.pad_token_id,
-                      show_progress=False, processes=Processes(rank=rank, world_size=world))
-    torch.save({"weights": model.state_dict(), "losses": [e["loss"] for e in result.log]}, f"{out}.{rank}.pt")
+                      show_progress=False, processes=processes)
+    weights = processes.gather_weights(model) if sharded else model.state_dict()
+    if weights is not None:
+        torch.save({"weights": weights, "losses": [e["loss"] for e in result.log],
+                    "state_numel": [sum(v.to_local().numel() if hasattr(v, "to_local") else v.numel()
+                                        for v in state.values() if isinstance(v, torch.Tensor) and v.dim() > 0)
+                                    for state in optimizer.state.values()]}, f"{out}.{rank}.pt")
     if world > 1:
         torch.distributed.destroy_process_group()
 
 
-def _spawned(world: int, optimizer_name: str, tmp_path: Path, tokenizer_dir: str) -> list[dict]:
-    out = str(tmp_path / f"{optimizer_name}-{world}")
+def _spawned(world: int, optimizer_name: str, tmp_path: Path, tokenizer_dir: str, sharded: bool = False) -> list[dict]:
+    out = str(tmp_path / f"{optimizer_name}-{world}-{'fsdp' if sharded else 'ddp'}")
     if world == 1:
         _train(0, 1, "", tokenizer_dir, optimizer_name, out)
     else:
-        store = str(tmp_path / f"store-{optimizer_name}")
-        torch.multiprocessing.spawn(_train, args=(world, store, tokenizer_dir, optimizer_name, out), nprocs=world)
-    return [torch.load(f"{out}.{rank}.pt") for rank in range(world)]
+        store = str(tmp_path / f"store-{optimizer_name}-{sharded}")
+        torch.multiprocessing.spawn(_train, args=(world, store, tokenizer_dir, optimizer_name, out, sharded), nprocs=world)
+    return [torch.load(f"{out}.{rank}.pt") for rank in range(world if not sharded else 1)]
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +116,18 @@ def test_two_processes_train_the_weights_one_process_trains(tmp_path, tokenizer_
     assert two[0]["losses"] == pytest.approx(one["losses"], rel=1e-5)
 
 
+@pytest.mark.parametrize("optimizer_name", ["sgd", "adamw"])
+def test_fsdp_trains_the_weights_one_process_trains_with_sharded_optimiser_state(tmp_path, tokenizer_dir, optimizer_name):
+    one = _spawned(1, optimizer_name, tmp_path, tokenizer_dir)[0]
+    sharded = _spawned(2, optimizer_name, tmp_path, tokenizer_dir, sharded=True)[0]  # the main process's gathered copy
+    assert set(sharded["weights"]) == set(one["weights"])
+    for name, value in one["weights"].items():
+        torch.testing.assert_close(sharded["weights"][name], value, rtol=1e-5, atol=1e-6)
+    assert sharded["losses"] == pytest.approx(one["losses"], rel=1e-5)
+    if optimizer_name == "adamw":  # each process holds half of every moment (m, v): sharded with the weights
+        assert sum(sharded["state_numel"]) == pytest.approx(sum(one["state_numel"]) / 2, rel=0.05)
+
+
 def test_sophia_averages_its_hessian_estimate_over_processes(tmp_path, tokenizer_dir):
     """Every process estimates h on its own rows (and draws its own GNB labels); without the
     average the replicas' h — and so their weights — would drift apart after the first step."""
@@ -116,22 +135,36 @@ def test_sophia_averages_its_hessian_estimate_over_processes(tmp_path, tokenizer
     for name, value in two[0]["weights"].items():
         assert torch.equal(two[1]["weights"][name], value), f"replicas differ in {name}"
     assert two[0]["losses"][-1] < two[0]["losses"][0]  # gradient ascent: the NLL rises, the loss (−NLL) falls
+    # FSDP makes the same global-batch estimate (gradients reduce-scattered, then squared) with h
+    # sharded: the same weights as DDP
+    sharded = _spawned(2, "sophia", tmp_path, tokenizer_dir, sharded=True)[0]
+    for name, value in two[0]["weights"].items():
+        torch.testing.assert_close(sharded["weights"][name], value, rtol=1e-4, atol=1e-6)
+    assert sum(sharded["state_numel"]) == pytest.approx(sum(two[0]["state_numel"]) / 2, rel=0.05)
 
 
 MICRO = ["run", "--preset", "micro", "--methods", "ga,npo", "--optimizers", "adamw,sophia", "--steps", "3",
          "--batch-size", "4", "--harness-tasks", "", "--no-progress"]
 
 
-@pytest.mark.slow  # one sweep in 1 process and one under `accelerate launch` with 2 (~1 min)
-def test_accelerate_launch_with_two_processes_equals_one_process(tmp_path):
-    """The CLI as a user starts it on 2 CPU processes (gloo): one set of records, written by the
-    main process, equal to one process's within the float tolerance of a split token mean."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one, two = tmp_path / "one", tmp_path / "two"
-    run = subprocess.run([sys.executable, "-m", "soul_bench.cli", *MICRO, "--out", str(one)], env=env,
-                         capture_output=True, text=True)
+@pytest.fixture(scope="module")
+def one_process_sweep(tmp_path_factory):
+    one = tmp_path_factory.mktemp("one")
+    run = subprocess.run([sys.executable, "-m", "soul_bench.cli", *MICRO, "--out", str(one)],
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+    return one
+
+
+@pytest.mark.slow  # a sweep under `accelerate launch` with 2 processes, each way (~40 s), + one in 1 process
+@pytest.mark.parametrize("engine", ["--multi_gpu", "--use_fsdp"])
+def test_accelerate_launch_with_two_processes_equals_one_process(tmp_path, one_process_sweep, engine):
+    """The CLI as a user starts it on 2 CPU processes (gloo), DDP or FSDP: one set of records,
+    written by the main process, equal to one process's within the float tolerance of a split
+    token mean."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one, two = one_process_sweep, tmp_path / "two"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", engine, "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     run = subprocess.run([*launch, "-m", "soul_bench.cli", *MICRO, "--out", str(two)], env=env,
                          capture_output=True, text=True)
@@ -154,3 +187,31 @@ def test_accelerate_launch_with_two_processes_equals_one_process(tmp_path):
         assert losses == pytest.approx(expected, rel=1e-5 if tight else 1e-2)
         for key in ("forget/prob", "forget/truth_ratio", "retain/prob"):
             assert record["metrics"][key] == pytest.approx(reference["metrics"][key], rel=1e-4 if tight else 1e-2)
+
+
+def test_fsdp_refuses_what_it_cannot_train_before_any_work(monkeypatch, tmp_path, capsys):
+    """Under FSDP: LoRA adapters and Hutchinson's Hessian-vector products (double backward) are
+    one line, exit 2, nothing written — found from the settings, before the processes start work."""
+    from cli_helpers import run_cli
+
+    monkeypatch.setattr(Processes, "from_environment",
+                        classmethod(lambda cls, cpu=False: cls(rank=0, world_size=2, device=torch.device("cpu"), sharded=True)))
+    code, _, err = run_cli(["run", "--preset", "micro", "--methods", "ga", "--optimizers", "adamw,sophia-h",
+                            "--out", tmp_path / "out"], capsys)
+    assert code == 2 and "optimizer 'sophia-h' needs Hessian-vector products" in err and "Traceback" not in err
+    config = tmp_path / "lora.yaml"
+    config.write_text("lora: {r: 4}\n")
+    code, _, err = run_cli(["run", "--preset", "micro", "--methods", "ga", "--optimizers", "adamw", "--config", config,
+                            "--out", tmp_path / "out"], capsys)
+    assert code == 2 and "LoRA adapters are not trained under FSDP yet" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_default_loop_setting_added_later_keeps_earlier_cell_ids():
+    """Records name their loop settings; a setting added later (group_by_length) is left out at
+    the value that reproduces earlier runs, so their cell ids and tuning settings stay the same."""
+    from soul_bench.engine.loop import LoopSettings
+    from soul_bench.runner import loop_identity
+
+    assert "group_by_length" not in loop_identity(LoopSettings())
+    assert loop_identity(LoopSettings(group_by_length=True))["group_by_length"] is True

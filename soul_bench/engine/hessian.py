@@ -33,25 +33,36 @@ class HessianProbe:
     official ``train_sophiag.py`` multiplies by batch × block tokens for the same reason).
     Scaling by sequences instead shrinks the estimate by the answer length.
 
-    ``average(estimates)``: averages a list of per-parameter estimates (``None`` entries
-    skipped) in place over the data-parallel processes, each of which probed its own share of
-    the batch, so every process folds the same ĥ into its state; nothing in one process.
+    Over several data-parallel processes (``soul_bench.engine.parallel``) each process probes
+    its own share of the batch, and the probe makes one estimate of it all:
+    ``gradients(loss, params)`` is ∇loss averaged over the processes (one process:
+    ``torch.autograd.grad``), the sampled-label loss is weighted by the process's share of the
+    tokens and ``n_terms`` counts every process's tokens; ``average(estimates)`` averages a list
+    of per-parameter estimates that are linear in the loss (``None`` entries skipped) in place.
     """
 
     def __init__(self, loss_fn: Callable[[], torch.Tensor], sampled_nll_fn: Callable[[], torch.Tensor], n_terms: int,
-                 average: Callable[[list], None] | None = None):
+                 average: Callable[[list], None] | None = None, gradients: Callable[..., list] | None = None):
         self.loss_fn = loss_fn
         self.sampled_nll_fn = sampled_nll_fn
         self.n_terms = int(n_terms)
         self.average = average or (lambda estimates: None)
+        self.gradients = gradients or (lambda loss, params: list(torch.autograd.grad(loss, params, allow_unused=True)))
 
     @classmethod
     def for_batch(cls, model, batch: dict[str, torch.Tensor], loss_fn: Callable[[], torch.Tensor],
-                  average: Callable[[list], None] | None = None) -> "HessianProbe":
+                  processes=None) -> "HessianProbe":
         """The probe of a labelled batch: GNB samples at its supervised positions, and
-        ``n_terms`` = the number of those positions (the tokens the sampled-label mean runs over)."""
+        ``n_terms`` = the number of those positions (the tokens the sampled-label mean runs over)
+        — of the global batch, over ``processes`` (a ``soul_bench.engine.parallel.Processes``)."""
         n_tokens = int(answer_mask(batch["labels"]).sum())
-        return cls(loss_fn, lambda: sampled_label_nll(model, batch), n_terms=n_tokens, average=average)
+        if processes is None or not processes.parallel:
+            return cls(loss_fn, lambda: sampled_label_nll(model, batch), n_terms=n_tokens)
+        total = processes.total(n_tokens)
+        # this process's mean, weighted so that the processes' average is the global token mean
+        share = processes.world_size * n_tokens / max(total, 1)
+        return cls(loss_fn, lambda: sampled_label_nll(model, batch) * share, n_terms=total,
+                   average=processes.average_, gradients=processes.gradients)
 
     def loss(self) -> torch.Tensor:
         return self.loss_fn()

@@ -240,12 +240,12 @@ def run_loop(model, method, optimizer, forget_encoded, settings: LoopSettings, p
             hessian_s = 0.0
             if isinstance(optimizer, HessianRefreshing) and optimizer.wants_hessian(step):
                 # The probe sees the first micro-batch: every sequence it trains on (forget + retain).
-                # The estimate is this process's own (the model itself, not DDP: no gradient averaging);
-                # the optimiser averages it over processes through the probe.
+                # On the model itself (not DDP: no gradient hooks); over several processes the probe
+                # makes one estimate of the global batch (see soul_bench.engine.parallel).
                 inputs, sequences = micro[0]
                 probe_batch = to_device(collate(sequences, pad_id), device)
                 probe = HessianProbe.for_batch(model, probe_batch, lambda inputs=inputs: loss_of(inputs, model)[0],
-                                               average=processes.average_)
+                                               processes=processes)
                 tick = time.perf_counter()
                 optimizer.update_hessian(probe)
                 hessian_s = time.perf_counter() - tick
@@ -265,7 +265,7 @@ def run_loop(model, method, optimizer, forget_encoded, settings: LoopSettings, p
                     terms[key] = terms.get(key, 0.0) + value / settings.grad_accum
             if result.failure:
                 break
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm or float("inf"))
+            grad_norm = processes.value(torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm or float("inf")))
             if not torch.isfinite(grad_norm):
                 result.failure = f"non-finite gradient norm at step {step}; stopped with the last good weights"
                 break

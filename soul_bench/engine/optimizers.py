@@ -62,6 +62,11 @@ def _check_nonneg(name: str, value: float) -> float:
     return value
 
 
+def _count(value) -> float:
+    """A count summed over parameters: a number, a tensor, or (FSDP) a DTensor summed over shards."""
+    return float(value.full_tensor() if hasattr(value, "full_tensor") else value)
+
+
 class Sophia(Optimizer):
     r"""Sophia (Liu et al. 2023), clipped diagonal-Newton update with a lazily refreshed Hessian.
 
@@ -189,7 +194,7 @@ class Sophia(Optimizer):
                 estimates = self._gnb(probe, params)
             else:
                 estimates = self._hutchinson(probe, params)
-        probe.average(estimates)  # several data-parallel processes: one ĥ for all
+                probe.average(estimates)  # linear in the loss: the processes' mean is the global batch's
         with torch.no_grad():
             for (group, p), h_hat in zip(pairs, estimates):
                 beta2 = group["betas"][1]
@@ -205,7 +210,7 @@ class Sophia(Optimizer):
     @staticmethod
     def _gnb(probe: HessianProbe, params: list[torch.Tensor]) -> list[torch.Tensor | None]:
         loss = probe.sampled_nll()
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        grads = probe.gradients(loss, params)  # (averaged over data-parallel processes: the global batch's)
         scale = float(probe.n_terms)  # tokens the sampled-label mean runs over
         return [None if g is None else g.detach().square().mul_(scale) for g in grads]
 
@@ -267,7 +272,8 @@ class Sophia(Optimizer):
                 unclipped = unclipped + ((ratio.abs() < 1.0) & moving).sum()  # tensors: one device sync per step
                 total = total + moving.sum()
                 p.add_(ratio.clamp_(-1.0, 1.0), alpha=-lr)
-        self._unclipped = float(unclipped) / float(total) if float(total) else None
+        unclipped, total = _count(unclipped), _count(total)
+        self._unclipped = unclipped / total if total else None
         return loss
 
 
@@ -356,7 +362,8 @@ class SoulSophia(Optimizer):
                 unclipped = unclipped + ((ratio < 1.0) & moving).sum()
                 total = total + moving.sum()
                 p.addcmul_(m.sign(), ratio.clamp_(max=1.0), value=-lr)
-        self._unclipped = float(unclipped) / float(total) if float(total) else None
+        unclipped, total = _count(unclipped), _count(total)
+        self._unclipped = unclipped / total if total else None
         return loss
 
     def step_stats(self) -> dict:
