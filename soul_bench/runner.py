@@ -194,7 +194,7 @@ class Runner:
         self.device = resolve_device(spec.device)
         if self.processes.parallel and spec.device == "auto":
             self.device = self.processes.device  # this process's own GPU (cuda:LOCAL_RANK), or the CPU
-        if self.processes.parallel and self.processes.sharded:
+        if self.processes.fsdp:
             if spec.lora:
                 raise UserError("LoRA adapters are not trained under FSDP yet; launch with DDP (accelerate launch "
                                 "--multi_gpu): adapters are small, every GPU holds the frozen base")
@@ -500,11 +500,10 @@ class Runner:
             result = run_loop(model, method, optimizer, forget, loop, tokenizer.pad_token_id, retain, reference, refusal,
                               description=f"{method_name} × {optimizer_name} s{seed}",
                               show_progress=self.spec.show_progress and self.processes.is_main, processes=self.processes)
-        if self.processes.sharded and not one_shot:  # evaluation runs on the main process's full copy of the weights
+        if self.processes.fsdp and not one_shot:  # evaluation runs on the main process's full copy of the weights
             del reference, optimizer
             weights = self.processes.gather_weights(model)
-            del model
-            model = None
+            model = None  # the shards go before the whole copy comes
             if self.processes.is_main:
                 model = self.load(self.target_path)[0]
                 model.load_state_dict(weights)

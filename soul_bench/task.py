@@ -20,6 +20,12 @@ from soul_bench.errors import ModelCheckError, UserError
 from soul_bench.evaluate import mia
 
 
+def _names_or_rule(ranking: Ranking) -> list[str] | Ranking:
+    """What the report takes as rank_by / select_by: the metric names, or the whole rule when it
+    has requirements."""
+    return ranking if ranking.require else list(ranking.by)
+
+
 @dataclass
 class TaskCard:
     """A loaded card: ``spec`` is the validated :class:`~soul_bench.card.CardSpec`, ``raw`` the YAML."""
@@ -41,14 +47,12 @@ class TaskCard:
     @property
     def rank_by(self) -> list[str] | Ranking:
         """The metric names to rank by, or the whole :class:`Ranking` when it has requirements."""
-        ranking = self.spec.ranking
-        return ranking if ranking.require else list(ranking.by)
+        return _names_or_rule(self.spec.ranking)
 
     @property
     def select_by(self) -> list[str] | Ranking:
         """The rule choosing each (method, optimiser)'s setting among those tried (rank_by's form)."""
-        ranking = self.spec.selection
-        return ranking if ranking.require else list(ranking.by)
+        return _names_or_rule(self.spec.selection)
 
     def selection_rule(self, override: Any = None) -> list[str] | Ranking:
         """``select_by``, or a user's rule in its place (a run config's ``select_by`` or ``report
@@ -81,7 +85,7 @@ class TaskCard:
         if not ranking.by or unknown:
             raise UserError(f"select_by names {'unknown metric ' + repr(unknown[0]) if unknown else 'no metric'}; "
                             f"task '{self.name}' metrics: {', '.join(sorted(names))}")
-        return ranking if ranking.require else list(ranking.by)
+        return _names_or_rule(ranking)
 
     @property
     def tradeoff(self) -> tuple[str, str] | None:

@@ -13,6 +13,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
+from soul_bench.engine.parallel import Processes
 from soul_bench.lm import answer_mask, sampled_label_nll
 
 
@@ -46,20 +47,21 @@ class HessianProbe:
         self.loss_fn = loss_fn
         self.sampled_nll_fn = sampled_nll_fn
         self.n_terms = int(n_terms)
-        self.average = average or (lambda estimates: None)
-        self.gradients = gradients or (lambda loss, params: list(torch.autograd.grad(loss, params, allow_unused=True)))
+        alone = Processes()  # one process: no averaging, gradients by torch.autograd.grad
+        self.average = average or alone.average_
+        self.gradients = gradients or alone.gradients
 
     @classmethod
     def for_batch(cls, model, batch: dict[str, torch.Tensor], loss_fn: Callable[[], torch.Tensor],
-                  processes=None) -> "HessianProbe":
+                  processes: Processes | None = None) -> "HessianProbe":
         """The probe of a labelled batch: GNB samples at its supervised positions, and
         ``n_terms`` = the number of those positions (the tokens the sampled-label mean runs over)
         — of the global batch, over ``processes`` (a ``soul_bench.engine.parallel.Processes``)."""
+        processes = processes or Processes()
         n_tokens = int(answer_mask(batch["labels"]).sum())
-        if processes is None or not processes.parallel:
-            return cls(loss_fn, lambda: sampled_label_nll(model, batch), n_terms=n_tokens)
         total = processes.total(n_tokens)
         # this process's mean, weighted so that the processes' average is the global token mean
+        # (one process: weight 1, the loss itself)
         share = processes.world_size * n_tokens / max(total, 1)
         return cls(loss_fn, lambda: sampled_label_nll(model, batch) * share, n_terms=total,
                    average=processes.average_, gradients=processes.gradients)

@@ -14,7 +14,7 @@ which optimiser it drives: second-order optimisers say themselves when they want
 refresh (``soul_bench.engine.hessian``); one-shot updaters (IU) are run by ``run_one_shot``.
 
 Under several processes (``soul_bench.engine.parallel``) every process draws the same global
-batch, trains on its share of the rows, and the gradients are averaged (DDP); the loop's
+batch, trains on its share of the rows, and the gradients are averaged (DDP or FSDP); the loop's
 decisions (a non-finite loss, early stopping) are taken together, so every process stops at the
 same step.
 """

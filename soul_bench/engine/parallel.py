@@ -90,6 +90,11 @@ class Processes:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def fsdp(self) -> bool:
+        """Parameters sharded over several processes (``sharded`` means nothing in one process)."""
+        return self.parallel and self.sharded
+
     # -- training ----------------------------------------------------------------------------
     def share(self, picks: list[int]) -> tuple[list[int], float]:
         """This process's rows of a global batch and the weight of its loss (see the module doc).
@@ -106,7 +111,7 @@ class Processes:
         """FSDP: shard ``model`` in place (each decoder layer — the classes its
         ``_no_split_modules`` names — then the rest); build the optimiser after this. Otherwise
         the model as it is."""
-        if not (self.parallel and self.sharded):
+        if not self.fsdp:
             return model
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
@@ -123,7 +128,7 @@ class Processes:
     def gather_weights(self, model: torch.nn.Module) -> dict | None:
         """FSDP: the full state dict, on the CPU of the main process (``None`` in the others; every
         process must call this). Without sharding: ``None`` (the model is whole already)."""
-        if not (self.parallel and self.sharded):
+        if not self.fsdp:
             return None
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -133,7 +138,7 @@ class Processes:
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model to train: DDP over several processes, the (already sharded) model under FSDP,
         the model itself in one process."""
-        if not self.parallel or self.sharded:
+        if not self.parallel or self.fsdp:
             return model
         device = next(model.parameters()).device
         return DataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -162,7 +167,7 @@ class Processes:
         are not in the autograd graph (their unsharded copies are), so the gradient comes from a
         backward pass, which FSDP reduce-scatters (averages) into each shard's ``.grad``; taken
         from there and cleared."""
-        if self.sharded and self.parallel:
+        if self.fsdp:
             loss.backward()
             grads = [p.grad for p in params]
             for p in params:
