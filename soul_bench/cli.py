@@ -58,6 +58,7 @@ def run(
     tasks_dir: Optional[list[str]] = typer.Option(None, help=TASKS_DIR_HELP),
     shard: Optional[str] = typer.Option(None, help="I/N: run every N-th cell from the I-th (0-based; e.g. a Slurm array), merge the folders with `report`"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bars"),
+    fresh_baselines: bool = typer.Option(False, "--fresh-baselines", help="evaluate the target and retain models again instead of reusing an earlier identical evaluation (same weights, data, code, settings) from the cache"),
 ):
     """Unlearn with every (method × optimiser × seed) cell, evaluate, write the leaderboard."""
     from soul_bench.runner import Runner
@@ -70,7 +71,7 @@ def run(
                      max_length=max_length, dtype=dtype, eval_batch_size=eval_batch_size,
                      gradient_checkpointing=gradient_checkpointing, tasks_dirs=tasks_dir or None, show_progress=False if no_progress else None,
                      harness_tasks=split_csv(harness_tasks), harness_limit=harness_limit, harness_include=harness_include or None, shard=shard,
-                     probes=split_csv(probes))
+                     probes=split_csv(probes), fresh_baselines=fresh_baselines or None)
     spec = build_spec(config, overrides)
     for target, name, key, value in _parse_hparams(hparam or []):
         if isinstance(value, GridValues):  # NAME.KEY=A,B: one cell per value

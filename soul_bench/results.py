@@ -74,6 +74,47 @@ def environment(model_ran: bool = True) -> dict:
     return env
 
 
+def files_fingerprint(*folders: Path, suffixes: tuple[str, ...] = (".py", ".yaml", ".yml", ".json", ".txt")) -> str:
+    """Hash of the source files under ``folders`` (relative name + bytes, sorted): changes when any
+    code or card that could move a number changes."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        folder = Path(folder)
+        for file in sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix in suffixes
+                           and "__pycache__" not in f.parts):
+            digest.update(str(file.relative_to(folder)).encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+class EvaluationCache:
+    """Finished baseline evaluations (target, retain), kept across run folders.
+
+    A baseline's record depends only on its identity (the cell id: task, split, data source,
+    weights fingerprint, prompt, evaluation and harness settings) and on what computes it. The
+    key adds that: ``context`` names the code (fingerprints of the package and the task folder),
+    the data's content, library versions and the device; any change is a miss. So a second sweep
+    on the same models skips the two baseline evaluations instead of repeating them exactly."""
+
+    def __init__(self, folder: Path, context: dict):
+        self.folder = Path(folder)
+        self.key = content_hash(context)
+
+    def path(self, cell_id: str) -> Path:
+        return self.folder / f"{cell_id}-{self.key}.json"
+
+    def get(self, cell_id: str) -> dict | None:
+        path = self.path(cell_id)
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return record if record.get("status") == "ok" and record.get("cell_id") == cell_id else None
+
+    def put(self, record: dict) -> None:
+        if record.get("status") == "ok":
+            write_json_atomic(self.path(record["cell_id"]), record)
+
+
 LOCK_NAME = ".soul-bench.lock"
 
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import itertools
 import time
 from pathlib import Path
@@ -30,8 +31,8 @@ from soul_bench.prepare import embedded_preset, prepare_embedded
 from soul_bench.presets import model_presets, resolve_model
 from soul_bench.report.build import build_report
 from soul_bench.report.leaderboard import leaderboard_rows, summary_table
-from soul_bench.results import (content_hash, environment, finished_record, lock_run_folder, record_path,
-                                write_json_atomic)
+from soul_bench.results import (EvaluationCache, content_hash, environment, files_fingerprint, finished_record,
+                                lock_run_folder, record_path, write_json_atomic)
 from soul_bench.spec import LENGTH_KEYS, SweepSpec
 from soul_bench.task import DataSource, Task
 
@@ -416,12 +417,43 @@ class Runner:
         done = finished_record(self.out, record["cell_id"])
         if done:
             return done
+        cache = None if self.spec.fresh_baselines else self.evaluation_cache(path)
+        reused = cache.get(record["cell_id"]) if cache else None
+        if reused:
+            when = (reused.get("environment") or {}).get("created", "an earlier run")
+            self.console.print(f"Reusing the {kind} model's evaluation of {when} (same weights, data, code and "
+                               "settings; --fresh-baselines evaluates again)", highlight=False)
+            reused["reused_from"] = str(cache.path(record["cell_id"]))
+            write_json_atomic(record_path(self.out, record["cell_id"]), reused)
+            return reused
         self.console.print(f"Evaluating the {kind} model")
         model, tokenizer = self.load(path)
         record = self.evaluate_into(record, model, tokenizer, reference, own_reference=kind == "retain")
         if self.probes_of(kind):
             self.run_probes(record, model, tokenizer, None, None, 0, reference, self.probes_of(kind))
+        if cache:
+            cache.put(record)
         return record
+
+    def evaluation_cache(self, path: str) -> EvaluationCache:
+        """Where the evaluation of the baseline at ``path`` is kept for later sweeps, keyed by everything
+        besides its record identity that could change its numbers."""
+        import soul_bench
+
+        versions = {}
+        for package in ("torch", "transformers", "lm_eval", "rouge_score", "numpy", "scipy", "scikit-learn"):
+            try:
+                versions[package] = importlib.metadata.version(package)
+            except importlib.metadata.PackageNotFoundError:
+                versions[package] = None
+        model_files = files_fingerprint(Path(path), suffixes=(".json", ".model", ".txt", ".jinja")) if Path(path).is_dir() else None
+        context = {"code": files_fingerprint(Path(soul_bench.__file__).parent),
+                   "task": files_fingerprint(self.task.card.folder),
+                   "harness_include": [files_fingerprint(Path(d)) for d in self.spec.harness_include],
+                   "data": content_hash(self.data.sets), "model_files": model_files, "versions": versions,
+                   "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type,
+                   "eval_batch_size": self.spec.eval_batch_size, "dtype": self.spec.dtype}
+        return EvaluationCache(cache_root() / "evaluations", context)
 
     def probes_of(self, kind: str) -> list[str]:
         """The probes a record of ``kind`` gets: every one for an unlearned model; quantisation for

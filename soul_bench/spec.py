@@ -53,6 +53,7 @@ class SweepSpec(BaseModel):
     harness_limit: int | None = Field(default=None, ge=1)
     harness_include: list[str] = Field(default_factory=list)  # folders of the user's own lm-eval task YAMLs
     show_progress: bool = True
+    fresh_baselines: bool = False       # evaluate target / retain again, not reusing an identical cached evaluation
     probes: list[str] = Field(default_factory=list)                 # robustness probes per cell: relearn, quant
     # the rule choosing each (method, optimiser)'s setting among those a grid tried: metric names or
     # {by: [...], require: [...]} (default: the card's select_by); report --select-by overrides it too

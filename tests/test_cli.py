@@ -4,10 +4,11 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from cli_helpers import run_cli
+from cli_helpers import records_by_cell, run_cli
 from repo_paths import REAL_TOFU, REPO
 from soul_bench.registry import load_task
 
@@ -75,6 +76,46 @@ def test_rerun_skips_finished_cells(micro_run, capsys):
     assert code == 0
     assert stdout.count("finished before, skipped") == 4
     assert {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.json")} == before
+
+
+def test_a_second_sweep_reuses_the_baseline_evaluations(micro_run, tmp_path, capsys):
+    out, _ = micro_run
+    first = records_by_cell(out)
+    code, stdout, err = run_cli(["run", "--methods", "ga", "--optimizers", "adamw", "--out", tmp_path / "second", *MICRO], capsys)
+    assert code == 0, err
+    assert stdout.count("Reusing the") == 2 and "Evaluating the" not in stdout
+    second = records_by_cell(tmp_path / "second")
+    for kind in ("target", "retain"):
+        reused, original = second[(kind, None)], first[(kind, None)]
+        assert reused["cell_id"] == original["cell_id"] and reused["metrics"] == original["metrics"]
+        assert Path(reused["reused_from"]).is_file()
+    assert "reused_from" not in second[("unlearned", "ga")]  # the sweep's own cells are always computed
+    code, stdout, err = run_cli(["run", "--methods", "ga", "--optimizers", "adamw", "--out", tmp_path / "third",
+                                 "--fresh-baselines", *MICRO], capsys)
+    assert code == 0, err
+    assert stdout.count("Evaluating the") == 2 and "Reusing the" not in stdout
+    third = records_by_cell(tmp_path / "third")
+    assert third[("target", None)]["metrics"]["forget/rouge"] == pytest.approx(first[("target", None)]["metrics"]["forget/rouge"])
+
+
+def test_the_evaluation_cache_key_follows_the_code(tmp_path):
+    from soul_bench.results import EvaluationCache, files_fingerprint
+
+    (tmp_path / "pkg" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "pkg" / "metrics.py").write_text("SCALE = 1\n")
+    before = files_fingerprint(tmp_path / "pkg")
+    (tmp_path / "pkg" / "__pycache__" / "metrics.pyc").write_bytes(b"compiled")
+    (tmp_path / "pkg" / "notes.md").write_text("not code")
+    assert files_fingerprint(tmp_path / "pkg") == before
+    (tmp_path / "pkg" / "metrics.py").write_text("SCALE = 2\n")
+    after = files_fingerprint(tmp_path / "pkg")
+    assert after != before
+    record = {"cell_id": "tofu-forget10-target-12345678", "status": "ok", "metrics": {"forget_quality": 0.5}}
+    EvaluationCache(tmp_path / "cache", {"code": before}).put(record)
+    assert EvaluationCache(tmp_path / "cache", {"code": before}).get(record["cell_id"]) == record
+    assert EvaluationCache(tmp_path / "cache", {"code": after}).get(record["cell_id"]) is None
+    EvaluationCache(tmp_path / "cache", {"code": after}).put({**record, "status": "failed"})  # never kept
+    assert EvaluationCache(tmp_path / "cache", {"code": after}).get(record["cell_id"]) is None
 
 
 def test_harness_can_be_switched_off(tmp_path, capsys):
