@@ -77,6 +77,18 @@ def test_each_pair_is_reported_at_the_setting_the_rule_chooses():
     assert plain[("ga", "adamw")]["setting"] == "lr=0.001"
 
 
+def test_when_no_setting_meets_the_requirement_the_closest_is_chosen():
+    """Every lr of NPO x SOUL falls below model utility 0.54 (0.9x the target's 0.60): the report
+    keeps the one missing it by least (0.50), not the best forgetter among collapsed models (MU 0)."""
+    settings = {("npo", "soul", 1e-4): [(1e-3, 0.50), (1e-3, 0.50)],
+                ("npo", "soul", 3e-4): [(0.05, 0.20), (0.05, 0.22)],
+                ("npo", "soul", 1e-3): [(0.30, 0.0), (0.30, 0.0)]}
+    rows = lb.leaderboard_rows(grid_records(settings), METRICS, RANK_BY, select_by=SELECT_BY)
+    (cell,) = [r for r in rows if r["kind"] == "unlearned"]
+    assert cell["setting"] == "lr=0.0001" and cell["mean"]["model_utility"] == pytest.approx(0.50)
+    assert cell["selection_unmet"] == ["Model utility < 0.9× target"]  # still says what it misses
+
+
 def test_report_marks_the_chosen_setting_keeps_the_rest_and_compares_chosen_cells(tmp_path):
     paths = build_report([write_run(tmp_path / "run", grid_records())], tmp_path / "out", METRICS, RANK_BY,
                          "t", select_by=SELECT_BY, figures_too=False)

@@ -72,6 +72,16 @@ class Requirement:
             return None if value >= limit else f"{self.column.label} < {self.bound_text}"
         return None if value <= limit else f"{self.column.label} > {self.bound_text}"
 
+    def shortfall(self, row: Mapping, target: Mapping | None) -> float:
+        """How far ``row``'s mean misses the requirement, relative to its bound (0 when met; inf
+        when the value is missing): 0.1 = 10 % below an at-least bound."""
+        limit = self.threshold(target)
+        value = row["mean"].get(self.column.name)
+        if value is None:
+            return math.inf
+        gap = limit - value if self.at_least else value - limit
+        return max(0.0, gap) / (abs(limit) or 1.0)
+
 
 @dataclass(frozen=True)
 class RankRule:
@@ -91,6 +101,10 @@ class RankRule:
     def unmet(self, row: Mapping, target: Mapping | None) -> list[str]:
         """The requirements ``row`` misses, as short reasons (empty when it meets them all)."""
         return [reason for r in self.require if (reason := r.missed_by(row, target)) is not None]
+
+    def shortfall(self, row: Mapping, target: Mapping | None) -> float:
+        """The summed relative shortfall of ``row`` on every requirement (0 when it meets them all)."""
+        return sum(r.shortfall(row, target) for r in self.require)
 
     def describe(self) -> str:
         """The rule in one sentence part, for the note under a table."""

@@ -92,8 +92,9 @@ def select_settings(rows: list[dict], rule: RankRule, target: Mapping | None) ->
     (the tuned values, as text), ``n_settings``, ``selection_unmet`` and ``setting_order`` on every
     unlearned row (rows from :func:`soul_bench.report.leaderboard.setting_rows`). Among settings
     with a successful seed, those meeting every requirement come first, then by the rule's
-    metrics (mean over seeds), ties by setting order; a pair with no successful setting keeps its
-    first as the row that says why."""
+    metrics (mean over seeds), ties by setting order; when none meets them, the setting that misses
+    them by the least (relative shortfall summed over requirements) is chosen and says what it
+    misses. A pair with no successful setting keeps its first as the row that says why."""
     pairs: dict[tuple, list[dict]] = {}
     for row in rows:
         if row["kind"] == "unlearned":
@@ -106,7 +107,10 @@ def select_settings(rows: list[dict], rule: RankRule, target: Mapping | None) ->
                        n_settings=len(group), setting_order=order, selected=False,
                        selection_unmet=rule.unmet(row, target) if row["status"] == "ok" and rule.require else [])
         ok = [r for r in group if r["status"] == "ok"]
-        chosen = min(ok, key=lambda r: (bool(r["selection_unmet"]), rule.key(r), r["setting_order"])) if ok else group[0]
+        # no setting meets the requirements: the one missing them by least (e.g. the highest utility
+        # when all fall below 0.9× the target's), not the best forgetter among collapsed models
+        chosen = min(ok, key=lambda r: (rule.shortfall(r, target) if rule.require else 0.0, rule.key(r),
+                                        r["setting_order"])) if ok else group[0]
         chosen["selected"] = True
 
 
@@ -177,10 +181,10 @@ def tuning_markdown(rows: Sequence[Mapping], columns: list[MetricColumn], rule: 
 
 def selection_text(rule: RankRule) -> str:
     """The selection rule in words: 'the best Forget quality ↑, then Model utility ↑ (mean over
-    seeds) among the settings with Model utility ≥ 0.9× target (else among all)'."""
+    seeds) among the settings with Model utility ≥ 0.9× target (if none has, the one closest to it)'."""
     text = "the best " + ", then ".join(m.header for m in rule.by) + " (mean over seeds)" if rule.by else "the first"
     if rule.require:
-        text += f" among the settings with {', '.join(r.text for r in rule.require)} (if none has, among all)"
+        text += f" among the settings with {', '.join(r.text for r in rule.require)} (if none has, the one that misses it by least)"
     return text
 
 
