@@ -166,7 +166,8 @@ def test_accelerate_launch_with_two_processes_equals_one_process(tmp_path, one_p
     one, two = one_process_sweep, tmp_path / "two"
     launch = [sys.executable, "-m", "accelerate.commands.launch", engine, "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    run = subprocess.run([*launch, "-m", "soul_bench.cli", *MICRO, "--out", str(two)], env=env,
+    # --fresh-baselines: evaluate under two processes, not reuse the one-process evaluation
+    run = subprocess.run([*launch, "-m", "soul_bench.cli", *MICRO, "--out", str(two), "--fresh-baselines"], env=env,
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.count("cell 1/4") == 1  # only the main process prints
