@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import itertools
 import time
@@ -438,6 +439,14 @@ class Runner:
     def evaluation_cache(self, path: str) -> EvaluationCache:
         """Where the evaluation of the baseline at ``path`` is kept for later sweeps, keyed by everything
         besides its record identity that could change its numbers."""
+        model_files = files_fingerprint(Path(path), suffixes=(".json", ".model", ".txt", ".jinja")) if Path(path).is_dir() else None
+        return EvaluationCache(cache_root() / "evaluations", {**self.evaluation_context, "model_files": model_files})
+
+    @functools.cached_property
+    def evaluation_context(self) -> dict:
+        """The part of the evaluation cache's key that every baseline of this sweep shares: code, task
+        folder, data, library versions and evaluation settings. Computed once: on real TOFU the data hash
+        alone reads thousands of items."""
         import soul_bench
 
         versions = {}
@@ -446,14 +455,12 @@ class Runner:
                 versions[package] = importlib.metadata.version(package)
             except importlib.metadata.PackageNotFoundError:
                 versions[package] = None
-        model_files = files_fingerprint(Path(path), suffixes=(".json", ".model", ".txt", ".jinja")) if Path(path).is_dir() else None
-        context = {"code": files_fingerprint(Path(soul_bench.__file__).parent),
-                   "task": files_fingerprint(self.task.card.folder),
-                   "harness_include": [files_fingerprint(Path(d)) for d in self.spec.harness_include],
-                   "data": content_hash(self.data.sets), "model_files": model_files, "versions": versions,
-                   "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type,
-                   "eval_batch_size": self.spec.eval_batch_size, "dtype": self.spec.dtype}
-        return EvaluationCache(cache_root() / "evaluations", context)
+        return {"code": files_fingerprint(Path(soul_bench.__file__).parent),
+                "task": files_fingerprint(self.task.card.folder),
+                "harness_include": [files_fingerprint(Path(d)) for d in self.spec.harness_include],
+                "data": content_hash(self.data.sets), "versions": versions,
+                "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type,
+                "eval_batch_size": self.spec.eval_batch_size, "dtype": self.spec.dtype}
 
     def probes_of(self, kind: str) -> list[str]:
         """The probes a record of ``kind`` gets: every one for an unlearned model; quantisation for

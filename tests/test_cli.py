@@ -78,11 +78,18 @@ def test_rerun_skips_finished_cells(micro_run, capsys):
     assert {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.json")} == before
 
 
-def test_a_second_sweep_reuses_the_baseline_evaluations(micro_run, tmp_path, capsys):
+def test_a_second_sweep_reuses_the_baseline_evaluations(micro_run, tmp_path, capsys, monkeypatch):
+    import soul_bench
+    import soul_bench.runner
+
     out, _ = micro_run
     first = records_by_cell(out)
+    fingerprinted = []  # the key's shared part (code, task folder, data) is computed once per sweep, not per baseline
+    monkeypatch.setattr(soul_bench.runner, "files_fingerprint",
+                        lambda folder, **kw: fingerprinted.append(Path(folder)) or soul_bench.results.files_fingerprint(folder, **kw))
     code, stdout, err = run_cli(["run", "--methods", "ga", "--optimizers", "adamw", "--out", tmp_path / "second", *MICRO], capsys)
     assert code == 0, err
+    assert fingerprinted.count(Path(soul_bench.__file__).parent) == 1
     assert stdout.count("Reusing the") == 2 and "Evaluating the" not in stdout
     second = records_by_cell(tmp_path / "second")
     for kind in ("target", "retain"):
