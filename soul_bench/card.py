@@ -176,6 +176,10 @@ class PresetSpec(Strict):
     # the retain model sees keeps forget and holdout authors equally foreign to the tokenizer
     # (its merges otherwise favour the forget authors' strings, which occur in more sets).
     tokenizer_sets: list[str] | None = None
+    # method hyper-parameters for this embedded model, over the card's `methods` and under the
+    # user's: what depends on the model itself, e.g. RMU's layer and steering coefficient, which must
+    # exceed the natural activation norm there (hundreds in a tiny model trained at lr 3e-3)
+    methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class EmbeddedSpec(Strict):

@@ -245,7 +245,7 @@ def report(
     try:
         paths = build_report(run_dirs, out, card.metrics, card.rank_by, title, tradeoff=card.tradeoff,
                              baseline_optimizer=baseline_optimizer, select_by=selection,
-                             across_targets=across_targets)
+                             across_targets=across_targets, card_harness_tasks=card.harness_tasks)
     except ValueError as exc:  # LeaderboardError: corrupt record, mixed tasks/splits, bad names
         raise UserError(str(exc)) from exc
     console.print(summary_table(leaderboard_rows(paths.records, card.metrics, card.rank_by, select_by=selection),
@@ -288,7 +288,7 @@ def reproduce(
         if not card.spec.reference:
             raise UserError(f"task '{name}' has no reference sweep (card section 'reference')")
         prepare = [_int(s, "prepare seed") for s in split_csv(prepare_seeds)] if prepare_seeds else reference["prepare_seeds"]
-        folders = []
+        folders, protocol = [], set()
         for prepare_seed in prepare:
             # seed 0 is the card's own recipe (its cached models); others train other targets
             folder = runs / name if len(prepare) == 1 else runs / name / f"prepare-{prepare_seed}"
@@ -301,11 +301,15 @@ def reproduce(
                              embedded={"train": {"seed": prepare_seed}} if prepare_seed else None)
             if len(prepare) > 1:
                 console.print(f"[bold]{name}: embedded target {prepare_seed} ({len(prepare)} prepare seeds)[/]")
-            Runner(build_spec(None, overrides), console).run()
+            runner = Runner(build_spec(None, overrides), console)
+            runner.run()
+            protocol.update(runner.cell_ids)
             folders.append(folder)
         with tempfile.TemporaryDirectory() as tmp:
+            # only the protocol's records: settings the card no longer names stay out of the tables
             paths = build_report(folders, Path(tmp), card.metrics, card.rank_by, f"{name} — embedded reference",
-                                 tradeoff=card.tradeoff, select_by=card.select_by, across_targets=len(folders) > 1)
+                                 tradeoff=card.tradeoff, select_by=card.select_by, across_targets=len(folders) > 1,
+                                 only_cells=protocol, card_harness_tasks=card.harness_tasks)
             for folder, suffixes in ((leaderboards / name, (".md", ".csv")), (reports / name, (".png", ".pdf", ".tex"))):
                 if folder.exists():
                     shutil.rmtree(folder)

@@ -41,10 +41,12 @@ LOOP_FIELDS = {f.name for f in dataclasses.fields(LoopSettings)} - {"seed"}
 PER_METHOD = "per_method"  # optimizers.<name>.per_method.<method>: that method's own values (card or config)
 
 
-def cell_settings(task: Task, spec: SweepSpec, method: str, optimizer: str, seed: int, point: dict | None = None):
-    """Loop settings and hyper-parameters of one cell: card defaults ← config ← flags ← the cell's
-    grid ``point`` (``{"lr": 3e-4, "npo.beta": 0.1}``, see :func:`grid_points`). An optimiser's
-    ``per_method`` entry overrides its values for one method (a tuned lr per cell)."""
+def cell_settings(task: Task, spec: SweepSpec, method: str, optimizer: str, seed: int, point: dict | None = None,
+                  model_methods: dict | None = None):
+    """Loop settings and hyper-parameters of one cell: card defaults ← the embedded model's
+    ``model_methods`` (its preset's ``methods``) ← config ← flags ← the cell's grid ``point``
+    (``{"lr": 3e-4, "npo.beta": 0.1}``, see :func:`grid_points`). An optimiser's ``per_method``
+    entry overrides its values for one method (a tuned lr per cell)."""
     point = point or {}
     unlearning = {**task.card.section("unlearning"), **spec.unlearning}
     for key, value in point.items():
@@ -59,8 +61,8 @@ def cell_settings(task: Task, spec: SweepSpec, method: str, optimizer: str, seed
         loop = LoopSettings(**unlearning, seed=seed)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    method_hp = {**task.card.section("methods").get(method, {}), **spec.method_hparams.get(method, {}),
-                 **point_values(point, method)}
+    method_hp = {**task.card.section("methods").get(method, {}), **(model_methods or {}).get(method, {}),
+                 **spec.method_hparams.get(method, {}), **point_values(point, method)}
     optimizer_hp = {}
     for source in (task.card.section("optimizers").get(optimizer, {}), spec.optimizer_hparams.get(optimizer, {})):
         optimizer_hp.update({k: v for k, v in source.items() if k != PER_METHOD})
@@ -173,6 +175,14 @@ class Runner:
                     raise UserError(f"{where}: optimizers.{name}.{PER_METHOD} names unknown method '{unknown[0]}'; "
                                     f"valid: {', '.join(sorted(self.methods))}")
         check_grid(spec.grid, self.methods, registry.optimizers())
+        # the embedded model's own method settings (its preset's `methods`); a model preset's are in spec
+        self.model_methods: dict = {}
+        if spec.model is None and self.task.card.spec.embedded is not None:
+            self.model_methods = embedded_preset(self.task, spec.preset, spec.embedded).get("methods") or {}
+        unknown = sorted(set(self.model_methods) - set(self.methods))
+        if unknown:
+            raise UserError(f"task '{self.task.name}' embedded preset: methods names unknown method '{unknown[0]}'; "
+                            f"valid: {', '.join(sorted(self.methods))}")
         for key in spec.grid:  # e.g. a config's npo.beta list in a sweep without npo: say so, do not fail
             if not any(key in point for m in spec.methods for o in spec.optimizers for point in grid_points(spec.grid, m, o)):
                 self.console.print(f"[yellow]note:[/] grid '{key}' applies to no cell of this sweep", highlight=False)
@@ -181,7 +191,7 @@ class Runner:
         for method in spec.methods:  # fail on bad hyper-parameters before any work, for every grid point
             for optimizer in spec.optimizers:
                 for point in grid_points(spec.grid, method, optimizer):
-                    _, method_hp, optimizer_hp = cell_settings(self.task, spec, method, optimizer, spec.seeds[0], point)
+                    _, method_hp, optimizer_hp = cell_settings(self.task, spec, method, optimizer, spec.seeds[0], point, self.model_methods)
                     registry.build_method(method, method_hp)
                     try:
                         built = build_optimizer(optimizer, [torch.nn.Parameter(torch.zeros(1))], **optimizer_hp)
@@ -471,7 +481,7 @@ class Runner:
 
     # ------------------------------------------------------------ cells
     def run_cell(self, method_name: str, optimizer_name: str, seed: int, reference_items, point: dict | None = None) -> dict:
-        loop, method_hp, optimizer_hp = cell_settings(self.task, self.spec, method_name, optimizer_name, seed, point)
+        loop, method_hp, optimizer_hp = cell_settings(self.task, self.spec, method_name, optimizer_name, seed, point, self.model_methods)
         method = registry.build_method(method_name, method_hp)
         hparams = {"loop": loop_identity(loop), "method": method.hparams(), "lora": self.spec.lora,
                    "optimizer": {**optimizer_defaults(optimizer_name), **optimizer_hp}}
@@ -505,7 +515,7 @@ class Runner:
     def unlearn(self, method_name: str, optimizer_name: str, seed: int, point: dict | None):
         """Load the target and unlearn one cell; (model, tokenizer, encoded forget set, LoopResult).
         Every data-parallel process runs this for the cells the main process sends."""
-        loop, method_hp, optimizer_hp = cell_settings(self.task, self.spec, method_name, optimizer_name, seed, point)
+        loop, method_hp, optimizer_hp = cell_settings(self.task, self.spec, method_name, optimizer_name, seed, point, self.model_methods)
         method = registry.build_method(method_name, method_hp)
         one_shot = self.one_shot[optimizer_name]
         model, tokenizer = self.load(self.target_path)
@@ -651,7 +661,7 @@ class Runner:
         card = self.task.card
         title = f"{self.task.name} ({self.data.forget_split}, data: {self.data.source})"
         paths = build_report([self.out], self.out, card.metrics, card.rank_by, title, tradeoff=card.tradeoff,
-                             select_by=self.select_by)
+                             select_by=self.select_by, card_harness_tasks=card.harness_tasks)
         records = [r for r in paths.records if r.get("cell_id") in self.cell_ids]
         rows = leaderboard_rows(records, card.metrics, card.rank_by, select_by=self.select_by)
         self.console.print(summary_table(rows, card.metrics, title))

@@ -88,6 +88,13 @@ class TaskCard:
         return _names_or_rule(ranking)
 
     @property
+    def harness_tasks(self) -> list[str]:
+        """Every lm-eval task the card runs by default (any data source): the card reports them in
+        metrics of its own (a column, or a summary like WMDP's hazard/acc), so a report gives
+        automatic columns only to the tasks a user added."""
+        return sorted({name for names in self.spec.harness.tasks_by_source.values() for name in names})
+
+    @property
     def tradeoff(self) -> tuple[str, str] | None:
         """The scatter's (x, y) metrics: the card's, else its first two metrics (headline first)."""
         if self.spec.tradeoff:

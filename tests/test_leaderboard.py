@@ -296,3 +296,17 @@ def test_harness_metrics_outside_the_card_get_columns_with_their_direction():
         ("harness/gsm8k/exact_match/strict-match", "higher"), ("harness/mmlu/acc", "higher"),
         ("harness/wikitext/word_perplexity", "lower")]
     assert described[0]["label"] == "gsm8k exact_match/strict-match"
+
+
+def test_harness_tasks_the_card_summarises_get_no_columns_of_their_own():
+    """WMDP's card reports wmdp_syn_hazard / wmdp_syn_general as hazard/acc and general/acc; their
+    raw lm-eval metrics must not come back as four extra columns, while a task the user added does."""
+    from soul_bench.registry import load_task
+    from soul_bench.report.columns import harness_metric_descriptions
+
+    card = load_task("wmdp").card
+    assert {"wmdp_syn_hazard", "wmdp_syn_general", "mmlu"} <= set(card.harness_tasks)
+    records = [{"metrics": {"harness/wmdp_syn_hazard/acc": 0.7, "harness/wmdp_syn_general/acc_norm": 0.8,
+                            "harness/arc_easy/acc": 0.5, "hazard/acc": 0.7}}]
+    described = harness_metric_descriptions(records, [m.name for m in card.metrics], card.harness_tasks)
+    assert [d["name"] for d in described] == ["harness/arc_easy/acc"]

@@ -115,3 +115,24 @@ def test_smollm2_on_real_tofu_runs_on_cpu(tmp_path, capsys):
         example = record["prompt_example"]
         assert example["prompt"].endswith(f"{first['question']}<|im_end|>\n<|im_start|>assistant\n")
         assert example["labelled"] == first["answer"] + "<|im_end|>"
+
+
+def test_the_embedded_models_own_method_settings_sit_between_card_and_user(tmp_path):
+    """The tiny TOFU model's RMU settings (its embedded preset's `methods`) apply to the embedded
+    default, under the user's values and not to a model given with --model."""
+    from soul_bench.runner import Runner
+
+    runner = Runner(_spec(methods=["rmu", "npo"]))  # validates; loads no model
+    model_methods = runner.model_methods
+    _, rmu, _ = cell_settings(runner.task, runner.spec, "rmu", "adamw", 0, None, model_methods)
+    assert (rmu["layer"], rmu["steering_coeff"], rmu["alpha"]) == (2, 1000.0, 10.0)
+    _, npo, _ = cell_settings(runner.task, runner.spec, "npo", "adamw", 0, None, model_methods)
+    assert npo == load_task("tofu").card.section("methods")["npo"]   # the card's, untouched
+    runner = Runner(_spec(methods=["rmu"]))
+    runner.spec.method_hparams["rmu"] = {"alpha": 5.0}   # a config's or a flag's value beats the preset's
+    _, rmu, _ = cell_settings(runner.task, runner.spec, "rmu", "adamw", 0, {"rmu.layer": 1}, runner.model_methods)
+    assert (rmu["layer"], rmu["steering_coeff"], rmu["alpha"]) == (1, 1000.0, 5.0)
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert Runner(_spec(methods=["rmu"], model=str(folder))).model_methods == {}   # not the tiny model's

@@ -347,6 +347,20 @@ def test_identical_runs_merge_cleanly_and_stale_conflicts_go(tmp_path):
     assert "conflicts.md" not in paths and not (out / "conflicts.md").exists()
 
 
+def test_only_the_named_cells_reach_the_report(tmp_path):
+    """`soul-bench reproduce` reports its protocol's cells only: a record of a setting the card no
+    longer names (here an older ga x adamw seed 0 under another cell id) stays out of the tables."""
+    records = fixture_records()
+    stale = make_record("unlearned", "ga", "adamw", 0, {"model_utility": 0.01}, cell_id="stale-setting")
+    run = write_run(tmp_path / "run", [*records, stale])
+    paths = build_report([run], tmp_path / "all", METRICS, RANK_BY, "all", TRADEOFF, figures_too=False)
+    assert len(paths.conflicts) == 1   # without the filter the stale record competes for the cell
+    paths = build_report([run], tmp_path / "own", METRICS, RANK_BY, "own", TRADEOFF, figures_too=False,
+                         only_cells={r["cell_id"] for r in records})
+    assert paths.conflicts == [] and len(paths.records) == len(records)
+    assert all(r["cell_id"] != "stale-setting" for r in paths.records)
+
+
 def test_merge_records_within_one_folder():
     a = make_record("unlearned", "ga", "adamw", 0, {"model_utility": 0.4})
     b = make_record("unlearned", "ga", "adamw", 0, {"model_utility": 0.5}, cell_id="other-hash")

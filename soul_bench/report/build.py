@@ -33,7 +33,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,7 +261,8 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                  rank_by: Any, title: str, tradeoff: Sequence[str] = DEFAULT_TRADEOFF,
                  baseline_optimizer: str = "adamw", *, level: float = DEFAULT_LEVEL,
                  on_conflict: str = "first", figures_too: bool = True, select_by: Any = None,
-                 across_targets: bool = False) -> ReportPaths:
+                 across_targets: bool = False, only_cells: Collection[str] | None = None,
+                 card_harness_tasks: Collection[str] = ()) -> ReportPaths:
     """Merge the records of ``run_dirs`` and write the report files (see the module docstring).
 
     ``metrics`` / ``rank_by`` / ``tradeoff`` come from the task card (``rank_by``: metric names or
@@ -273,7 +274,10 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     several target models, each (target, seed) a seed (see :func:`merge_records`). ``on_conflict``: ``"first"`` (use the first
     record, list the conflict) or ``"error"`` (raise :class:`LeaderboardError`). Returns a
     :class:`ReportPaths`: file name → path (``"conflicts.md"`` only when there are conflicts),
-    with ``.conflicts``, ``.duplicates`` and ``.records``.
+    with ``.conflicts``, ``.duplicates`` and ``.records``. ``only_cells``: read only the records with
+    these cell ids (a sweep's own), not whatever else an output folder holds from earlier settings.
+    ``card_harness_tasks``: the lm-eval tasks the card runs and reports in its own metrics (no
+    automatic columns for them; ``Card.harness_tasks``).
     """
     if on_conflict not in CONFLICT_POLICIES:
         raise LeaderboardError(f"on_conflict must be one of {', '.join(CONFLICT_POLICIES)}, got {on_conflict!r}")
@@ -285,10 +289,11 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     select_rule = rank_rule(rank_by if select_by is None else select_by, columns)
     tradeoff_axes(tradeoff, columns)  # fail on bad names before reading anything
 
-    sources = [(str(d), lb.load_records(d)) for d in run_dirs]
+    sources = [(str(d), [r for r in lb.load_records(d) if only_cells is None or r.get("cell_id") in only_cells])
+               for d in run_dirs]
     records, conflicts, duplicates = merge_records(sources, across_targets)
     # lm-eval tasks the user added (not described by the card) get columns of their own
-    metrics += harness_metric_descriptions(records, [column.name for column in columns])
+    metrics += harness_metric_descriptions(records, [column.name for column in columns], card_harness_tasks)
     metrics += probe_metric_descriptions(records, columns)  # headline metrics after a relearning / quantisation attack
     if conflicts and on_conflict == "error":
         raise LeaderboardError(f"{len(conflicts)} conflicting cell(s), e.g. {conflicts[0].describe()}")

@@ -202,13 +202,16 @@ HARNESS_PREFIX = "harness/"
 HARNESS_LOWER = {"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "ter"}
 
 
-def harness_metric_descriptions(records: Iterable[Mapping], known: Iterable[str]) -> list[dict]:
+def harness_metric_descriptions(records: Iterable[Mapping], known: Iterable[str],
+                                card_tasks: Iterable[str] = ()) -> list[dict]:
     """Columns for the metrics of lm-eval tasks the task card does not describe (``--harness-tasks``
     the user chose): ``harness/<task>/<metric>[/<filter>]``, direction from the metric's name,
-    standard errors left out. A task the card describes keeps the card's choice of columns.
-    Sorted by name, after the card's own columns."""
+    standard errors left out. A task the card describes (a column of its own, or one of
+    ``card_tasks``, which the card summarises, e.g. WMDP's hazard/acc) keeps the card's choice of
+    columns. Sorted by name, after the card's own columns."""
     known = set(known)
     described_tasks = {name[len(HARNESS_PREFIX):].split("/")[0] for name in known if name.startswith(HARNESS_PREFIX)}
+    described_tasks |= set(card_tasks)
     names = {name for record in records for name in (record.get("metrics") or {})
              if name.startswith(HARNESS_PREFIX) and name not in known}
     descriptions = []
