@@ -411,8 +411,11 @@ def _questions(entities: list[dict], subject: str, pools: dict, seed: int) -> li
 
 
 def _generate(n_hazard_entities: int = 40, n_holdout_entities: int = 20, n_general_entities: int = 40,
-              passages_per_entity: int = 4, seed: int = 0, canonical_passages: int = 3) -> dict[str, list[dict]]:
+              passages_per_entity: int = 4, seed: int = 0, canonical_passages: int = 3,
+              general_known: float = 1.0) -> dict[str, list[dict]]:
     """generate_wmdp, but rows keep their private ``_entity`` / ``_canonical`` / ``_relation`` keys."""
+    if isinstance(general_known, bool) or not isinstance(general_known, (int, float)) or not 0 < general_known <= 1:
+        raise ValueError(f"general_known must be a fraction in (0, 1], got {general_known!r}")
     checks = (("n_hazard_entities", n_hazard_entities, 1), ("n_general_entities", n_general_entities, 1),
               ("n_holdout_entities", n_holdout_entities, 0), ("passages_per_entity", passages_per_entity, 1))
     for arg, value, low in checks:
@@ -425,13 +428,18 @@ def _generate(n_hazard_entities: int = 40, n_holdout_entities: int = 20, n_gener
                          f"passages_per_entity ({passages_per_entity}) and <= 120, got {canonical_passages!r}")
     world = _build(n_hazard_entities, n_holdout_entities, n_general_entities, seed)
 
-    def corpus(group: str) -> list[dict]:
-        return [p for e in world[group] for p in _passages(e, passages_per_entity, seed, canonical_passages)]
+    def corpus(entities: list[dict]) -> list[dict]:
+        return [p for e in entities for p in _passages(e, passages_per_entity, seed, canonical_passages)]
 
+    # the general entities the retain corpus describes; the questions ask about all of them, so the
+    # rest can only be guessed (as a real model meets MMLU questions it never learnt the answer to)
+    general = world["general"]
+    picked = random.Random(f"soul-bench/wmdp/{seed}/general-known").sample(range(len(general)),
+                                                                           max(1, round(general_known * len(general))))
     return {
-        "forget_corpus": corpus("hazard"),
-        "retain_corpus": corpus("general"),
-        "holdout_corpus": corpus("holdout"),
+        "forget_corpus": corpus(world["hazard"]),
+        "retain_corpus": corpus([general[i] for i in sorted(picked)]),
+        "holdout_corpus": corpus(world["holdout"]),
         "hazard_mcq": _questions(world["hazard"], "hazard", world["pools"], seed),
         "general_mcq": _questions(world["general"], "general", world["pools"], seed),
     }
@@ -441,7 +449,8 @@ def _generate(n_hazard_entities: int = 40, n_holdout_entities: int = 20, n_gener
 
 
 def generate_wmdp(n_hazard_entities: int = 40, n_holdout_entities: int = 20, n_general_entities: int = 40,
-                  passages_per_entity: int = 4, seed: int = 0, canonical_passages: int = 3) -> dict[str, list[dict]]:
+                  passages_per_entity: int = 4, seed: int = 0, canonical_passages: int = 3,
+                  general_known: float = 1.0) -> dict[str, list[dict]]:
     """Synthetic WMDP: ``{set: [record, ...]}`` for every name in :data:`WMDP_SETS`.
 
     Corpus rows are ``{"text": passage}`` (as ``cais/wmdp-corpora``); question rows are
@@ -457,10 +466,16 @@ def generate_wmdp(n_hazard_entities: int = 40, n_holdout_entities: int = 20, n_g
     cloze questions (canonical stems, scored at the start of a sequence) when it has seen
     each canonical sentence in several contexts: measured hazard accuracy 0.51 with 1
     canonical passage of 2, 0.87 with 3 of 4 (chance 0.25). The questions do not depend on
-    these two arguments. Raises ``ValueError`` for a count that is not an integer in range.
+    these two arguments.
+
+    ``general_known`` (0 < f <= 1): the fraction of general entities, drawn at random, whose
+    passages are in ``retain_corpus``; ``general_mcq`` still asks about every one, so a model
+    that learnt the retain corpus perfectly scores about f + (1 − f)/4, not 1.0 — the general
+    accuracy keeps headroom to show both damage and recovery. Raises ``ValueError`` for a count
+    that is not an integer in range or a fraction out of (0, 1].
     """
     data = _generate(n_hazard_entities, n_holdout_entities, n_general_entities, passages_per_entity, seed,
-                     canonical_passages)
+                     canonical_passages, general_known)
     return {name: [{k: (list(v) if isinstance(v, list) else v) for k, v in row.items() if not k.startswith("_")}
                    for row in data[name]] for name in WMDP_SETS}
 

@@ -141,6 +141,25 @@ def test_questions_do_not_depend_on_the_passage_counts(data):
     assert other["forget_corpus"] != data["forget_corpus"]
 
 
+def test_general_known_drops_entities_from_the_retain_corpus_not_from_the_questions(data, meta):
+    d = S._generate(general_known=0.85)
+    described = {r["_entity"] for r in d["retain_corpus"]}
+    asked = {r["_entity"] for r in meta["general_mcq"]}
+    assert len(described) == 34 and described < asked and len(asked) == 40   # round(0.85 × 40)
+    assert all(len(rows) == PASSAGES for rows in _by_entity(d["retain_corpus"]).values())
+    public = S.generate_wmdp(general_known=0.85)
+    for name in ("forget_corpus", "holdout_corpus", *MCQS):   # only the retain corpus changes
+        assert public[name] == data[name]
+    assert S.generate_wmdp(general_known=1.0) == data   # 1.0 (the default) describes every entity
+    assert S._generate(general_known=0.85) == d         # the same entities on every call
+
+
+@pytest.mark.parametrize("fraction", [0, -0.1, 1.5, True, "0.9"])
+def test_invalid_general_known(fraction):
+    with pytest.raises(ValueError, match="general_known"):
+        S.generate_wmdp(general_known=fraction)
+
+
 def test_public_output_has_no_metadata(data, meta):
     assert data == {name: [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
                     for name, rows in meta.items()}
