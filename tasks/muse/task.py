@@ -8,6 +8,8 @@ Data sets after loading (whatever the source):
   verbmem                   ``{prompt, gt}``: beginnings of forget texts and their true continuations
   knowmem_forget, knowmem_retain             ``{question, answer}`` about the forget / retain text
   knowmem_forget_icl, knowmem_retain_icl     the few-shot examples put before those questions
+  knowmem_forget_trained, knowmem_retain_trained   embedded books only: the questions the embedded
+                            stages train on (data.synthetic_qa_trained of those asked)
   privleak_forget, privleak_retain, privleak_holdout   ``{text}`` for the membership attacks
 
 Metrics, as MUSE computes them (0–100):
@@ -34,6 +36,7 @@ Where soul-bench differs from ``muse_bench`` (and why):
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +50,8 @@ from soul_bench.evaluate.metrics import rouge_l_f1
 from soul_bench.task import DataSource, Task, TaskData, load_sibling
 
 TEXT_SETS = ("forget", "retain", "privleak_forget", "privleak_retain", "privleak_holdout")
-QA_SETS = ("knowmem_forget", "knowmem_retain", "knowmem_forget_icl", "knowmem_retain_icl")
+QA_SETS = ("knowmem_forget", "knowmem_retain", "knowmem_forget_icl", "knowmem_retain_icl",
+           "knowmem_forget_trained", "knowmem_retain_trained")   # *_trained: the embedded books only
 # set → (upstream hub config, split names to try: the hub renamed retain2 → retain)
 UPSTREAM = {
     "forget": ("raw", ["forget"]), "retain": ("raw", ["retain1"]),
@@ -70,6 +74,9 @@ class MuseData(BaseModel):
     default_forget_split: str = "synthetic"
     synthetic_verbmem_words: int = Field(default=32, ge=1)  # embedded books: prompt = a passage's first words
     synthetic_icl: int = Field(default=3, ge=0)             # embedded books: QA pairs kept as few-shot examples
+    # embedded books: the fraction of each book's asked questions the embedded stages train on
+    # (knowmem_<book>_trained); the rest are asked but never trained, so KnowMem keeps headroom
+    synthetic_qa_trained: float = Field(default=1.0, gt=0, le=1)
 
 
 class MuseEvaluation(BaseModel):
@@ -143,7 +150,10 @@ class Muse(Task):
         """The copyright task's synthetic books in MUSE's sets: book A is forgotten (its held-out
         passages are the privleak holdout), book B kept; VerbMem prompts are the first words of
         the forget passages; the first ``synthetic_icl`` questions of each book are the few-shot
-        examples, the rest are asked."""
+        examples, the rest are asked. ``knowmem_<book>_trained``, what the embedded stages train
+        on, is a seeded random ``synthetic_qa_trained`` fraction of the asked questions: the tiny
+        model answers what it was trained on (KnowMem 100) and barely anything from the text
+        alone, so asking only trained questions pins KnowMem at its bound."""
         card = self.options["data"]
         books = load_sibling(str(Path(__file__).parent.parent / "copyright" / "task.py"), "synthetic")
         generated = books.generate_books(**generator_options)
@@ -154,9 +164,17 @@ class Muse(Task):
         icl = card.synthetic_icl
         qa = {book: [{"question": q["question"], "answer": q["answer"]} for q in generated[f"{book}_qa"]]
               for book in ("forget", "retain")}
+
+        def trained(rows: list[dict], book: str) -> list[dict]:
+            count = max(1, round(card.synthetic_qa_trained * len(rows))) if rows else 0
+            picked = random.Random(f"soul-bench/muse/{book}/trained").sample(range(len(rows)), count)
+            return [rows[i] for i in sorted(picked)]
+
         return {"forget": forget, "retain": retain, "verbmem": verbmem,
                 "knowmem_forget": qa["forget"][icl:], "knowmem_forget_icl": qa["forget"][:icl],
                 "knowmem_retain": qa["retain"][icl:], "knowmem_retain_icl": qa["retain"][:icl],
+                "knowmem_forget_trained": trained(qa["forget"][icl:], "forget"),
+                "knowmem_retain_trained": trained(qa["retain"][icl:], "retain"),
                 "privleak_forget": forget, "privleak_retain": retain, "privleak_holdout": holdout}
 
     @staticmethod

@@ -81,6 +81,22 @@ def test_embedded_books_in_muse_sets():
     assert all(q["answer"] in forget_text for q in data["knowmem_forget"])  # answerable from the forget book
 
 
+def test_the_embedded_stages_train_on_part_of_the_asked_questions():
+    """data.synthetic_qa_trained (the card: 0.8): KnowMem asks every question, the stages train on a
+    fixed random 80 % of them, so the tiny model's KnowMem is not pinned at 100."""
+    data = TASK.load_data(DataSource("synthetic"), None, None, {})
+    for book in ("forget", "retain"):
+        asked, trained = data[f"knowmem_{book}"], data[f"knowmem_{book}_trained"]
+        assert len(trained) == round(0.8 * len(asked)) and len(asked) >= 40
+        assert all(row in asked for row in trained) and len(trained) < len(asked)
+    again = TASK.load_data(DataSource("synthetic"), None, None, {})
+    assert again["knowmem_retain_trained"] == data["knowmem_retain_trained"]   # the same questions every run
+    card = TASK.card.spec.embedded
+    trained_on = {name.rstrip("?") for stage in card.stages.values() for name in stage.data}
+    assert {"knowmem_forget_trained", "knowmem_retain_trained"} <= trained_on
+    assert not {"knowmem_forget", "knowmem_retain"} & trained_on   # the untrained questions stay untrained
+
+
 def test_knowmem_answer_is_cut_where_muse_cuts_it():
     assert MODULE._cut(" the mill\n\nQuestion: next?") == "the mill"
     assert MODULE._cut("blue scarf\nQuestion: x") == "blue scarf"
