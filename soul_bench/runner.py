@@ -175,10 +175,10 @@ class Runner:
                     raise UserError(f"{where}: optimizers.{name}.{PER_METHOD} names unknown method '{unknown[0]}'; "
                                     f"valid: {', '.join(sorted(self.methods))}")
         check_grid(spec.grid, self.methods, registry.optimizers())
-        # the embedded model's own method settings (its preset's `methods`); a model preset's are in spec
-        self.model_methods: dict = {}
-        if spec.model is None and self.task.card.spec.embedded is not None:
-            self.model_methods = embedded_preset(self.task, spec.preset, spec.embedded).get("methods") or {}
+        # the embedded recipe (no --model), resolved once: its data generator and stages, and the
+        # embedded model's own method settings (a model preset's are already in spec)
+        self.recipe = embedded_preset(self.task, spec.preset, spec.embedded) if spec.model is None else None
+        self.model_methods: dict = (self.recipe or {}).get("methods") or {}
         unknown = sorted(set(self.model_methods) - set(self.methods))
         if unknown:
             raise UserError(f"task '{self.task.name}' embedded preset: methods names unknown method '{unknown[0]}'; "
@@ -228,13 +228,12 @@ class Runner:
     # ------------------------------------------------------------ setup
     def load_data_and_models(self):
         spec = self.spec
-        recipe = embedded_preset(self.task, spec.preset, spec.embedded) if spec.model is None else None
+        recipe = self.recipe
         source = DataSource.parse(spec.data, have_model=spec.model is not None)
         self.data = self.task.load_data(source, spec.forget_split, spec.limit, (recipe or {}).get("generator", {}))
         for note in self.data.notes:
             self.console.print(f"[yellow]note:[/] {note}")
         self.check_harness_tasks()  # an unknown lm-eval name fails now, not after the baselines
-        self.recipe = recipe
         baselines = self.task.card.spec.baselines
         if recipe is not None:
             self.console.print(f"Preparing the embedded '{recipe['name']}' models for {self.task.name} (cached after the first run)")
