@@ -53,13 +53,13 @@ def _split_sizes(task, recipe: dict) -> dict:
 
     options = recipe.get("generator", {})
     synthetic = load_sibling(str(ROOT / "tasks" / task.name / "synthetic.py"), "synthetic")
-    data = synthetic._generate(**options)
+    data = synthetic.generate_tofu(**options)
+    authors = synthetic.author_counts(**options)
     sizes = {}
     for split in task.options["data"].forget_splits:
-        items = data[split]
-        sizes[split] = {"items": len(items), "authors": len({it["_author"] for it in items}),
+        sizes[split] = {"items": len(data[split]), "authors": authors[split],
                         "holdout_items": len(data[split.replace("forget", "holdout")])}
-    sizes["full"] = {"items": len(data["full"]), "authors": len({it["_author"] for it in data["full"]})}
+    sizes["full"] = {"items": len(data["full"]), "authors": authors["full"]}
     sizes["background"] = {"items": len(data["background"])}
     return sizes
 

@@ -115,6 +115,12 @@ def test_sizes_follow_arguments():
     assert len(d["real_authors_perturbed"]) == 7 and len(d["world_facts_perturbed"]) == 11
     assert all(len(it["perturbed_answer"]) == 2 for it in d["forget10"] + d["holdout10"])
     assert all(len(it["perturbed_answer"]) == 3 for it in d["world_facts_perturbed"])
+    authors = S.author_counts(n_authors=50, questions_per_author=3, n_perturbed=2,
+                              n_real_authors=7, n_world_facts=11, seed=3)
+    assert [authors[f"forget{p:02d}"] for p in (1, 5, 10)] == [1, 3, 5]
+    assert [authors[f"holdout{p:02d}"] for p in (1, 5, 10)] == [1, 3, 5]
+    assert authors["full"] == 50 and authors["retain90"] == 45
+    assert "real_authors" not in authors   # the general-knowledge sets are about no TOFU author
 
 
 def test_invalid_arguments():

@@ -60,7 +60,7 @@ import random
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["TOFU_CONFIGS", "FORGET_PERCENTS", "generate_tofu", "write_local"]
+__all__ = ["TOFU_CONFIGS", "FORGET_PERCENTS", "generate_tofu", "author_counts", "write_local"]
 
 FORGET_PERCENTS: tuple[int, ...] = (1, 5, 10)
 
@@ -883,6 +883,14 @@ def generate_tofu(n_authors: int = 40, questions_per_author: int = 6, n_perturbe
                      matched_holdout, general_known, background_verbatim, unseen_wrong_values)
     return {name: [{k: v for k, v in it.items() if not k.startswith("_")} for it in items]
             for name, items in data.items()}
+
+
+def author_counts(**options) -> dict[str, int]:
+    """How many distinct fictitious authors each QA config of ``generate_tofu(**options)`` holds
+    (its records, like upstream's, do not name their author): e.g. ``{"forget10": 10, ...}``."""
+    data = _generate(**options)
+    return {name: len({it["_author"] for it in items}) for name, items in data.items()
+            if items and all("_author" in it for it in items)}
 
 
 def write_local(configs: dict[str, list[dict]], directory) -> None:
