@@ -64,3 +64,19 @@ def test_reference_probes_come_from_the_card_or_the_flag(monkeypatch, capsys):
     monkeypatch.undo()
     code, _, err = run_cli(["reproduce", "--task", "tofu", "--probes", "relearn,jailbreak", "--runs", "/nonexistent/x"], capsys)
     assert code == 2 and "unknown probe 'jailbreak'" in err and "Traceback" not in err
+
+
+def test_every_reference_sweep_tunes_each_optimiser_over_the_same_learning_rates():
+    """The committed FO-vs-SO verdicts compare tuned cells (issue 17): every built-in card's reference
+    sweep runs AdamW, Sophia and SOUL, each over the same grid of at least three learning rates, and
+    the report then picks one per (method, optimiser) by the card's rule."""
+    from soul_bench import registry
+
+    cards = [registry.load_task(name).card for name in registry.builtin_task_names()]
+    references = {card.name: card.spec.reference for card in cards if card.spec.reference is not None}
+    assert {"tofu", "wmdp", "muse", "copyright", "toxicity"} <= set(references)
+    for name, reference in references.items():
+        assert {"adamw", "sophia", "soul"} <= set(reference.optimizers), name
+        lrs = reference.grid.get("lr", [])
+        assert len(lrs) >= 3 and len(set(lrs)) == len(lrs), (name, lrs)
+        assert max(lrs) / min(lrs) >= 9, (name, lrs)   # a decade at least: under- to over-unlearning
