@@ -208,6 +208,18 @@ class HarnessSpec(Strict):
     limit: int | None = Field(default=None, ge=1)
 
 
+def check_held_out(select_on_seeds: list[int], seeds: list[int], seeds_are: str = "the sweep's seeds") -> None:
+    """``select_on_seeds`` names some of ``seeds``, and leaves at least one to report on (ValueError)."""
+    if not select_on_seeds:
+        raise ValueError("select_on_seeds must name at least one seed (or be left out)")
+    missing = [s for s in select_on_seeds if s not in seeds]
+    if missing:
+        raise ValueError(f"select_on_seeds names seed {missing[0]}, not one of {seeds_are} {seeds}")
+    if not [s for s in seeds if s not in select_on_seeds]:
+        raise ValueError(f"select_on_seeds {select_on_seeds} leaves none of {seeds_are} {seeds} to report on; "
+                         f"run more seeds or choose on fewer")
+
+
 class ReferenceSweep(Strict):
     methods: list[str]
     optimizers: list[str]
@@ -219,6 +231,16 @@ class ReferenceSweep(Strict):
     # robustness probes of every unlearned model (run setting `probes`: relearn, quant), so the
     # committed tables show whether the forgetting survives a relearning or a quantisation attack
     probes: list[str] = Field(default_factory=list)
+    # held-out tuning: the grid runs on these seeds only, the report chooses each (method,
+    # optimiser)'s setting on them, and only the chosen setting runs the other seeds, which the
+    # tables report (no winner's curse, and fewer cells than the whole grid on every seed)
+    select_on_seeds: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _held_out_seeds(self) -> "ReferenceSweep":
+        if self.select_on_seeds is not None:
+            check_held_out(self.select_on_seeds, self.seeds)
+        return self
 
 
 class CardSpec(Strict):

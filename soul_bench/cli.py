@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from soul_bench.card import check_held_out
 from soul_bench.errors import ModelCheckError, UserError
 from soul_bench.spec import build_spec, split_csv
 
@@ -21,6 +22,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console()
 
 TASKS_DIR_HELP = "extra folder of task plugins (each sub-folder with a task.yaml); also $SOUL_BENCH_TASKS_PATH"
+SELECT_ON_SEEDS_HELP = ("choose each (method, optimiser)'s setting on these seeds only, e.g. 0, and report it on the "
+                        "other seeds, which the choice never saw (default: the same seeds choose and report)")
 
 
 @app.command()
@@ -29,6 +32,7 @@ def run(
     methods: Optional[str] = typer.Option(None, help="comma-separated unlearning methods, e.g. ga,npo"),
     optimizers: Optional[str] = typer.Option(None, help="comma-separated optimisers, e.g. adamw,sophia"),
     seeds: Optional[str] = typer.Option(None, help="comma-separated seeds, e.g. 0,1,2"),
+    select_on_seeds: Optional[str] = typer.Option(None, help=SELECT_ON_SEEDS_HELP),
     forget_split: Optional[str] = typer.Option(None, help="e.g. forget01 / forget05 / forget10 (TOFU)"),
     model: Optional[str] = typer.Option(None, help="target model: a preset (soul-bench list models), HF id or local folder (default: the embedded tiny Llama)"),
     retain_model: Optional[str] = typer.Option(None, help="retain model (never saw the forget set): HF id or folder"),
@@ -71,7 +75,8 @@ def run(
                      max_length=max_length, dtype=dtype, eval_batch_size=eval_batch_size,
                      gradient_checkpointing=gradient_checkpointing, tasks_dirs=tasks_dir or None, show_progress=False if no_progress else None,
                      harness_tasks=split_csv(harness_tasks), harness_limit=harness_limit, harness_include=harness_include or None, shard=shard,
-                     probes=split_csv(probes), fresh_baselines=fresh_baselines or None)
+                     probes=split_csv(probes), fresh_baselines=fresh_baselines or None,
+                     select_on_seeds=_seed_list(select_on_seeds, "--select-on-seeds"))
     spec = build_spec(config, overrides)
     for target, name, key, value in _parse_hparams(hparam or []):
         if isinstance(value, GridValues):  # NAME.KEY=A,B: one cell per value
@@ -219,6 +224,7 @@ def report(
     baseline_optimizer: str = typer.Option("adamw", help="first-order baseline of the FO-vs-SO table"),
     across_targets: bool = typer.Option(False, "--across-targets", help="pool records made from different target models (e.g. embedded targets of several prepare seeds): each (target, seed) is a seed; default: other target weights are conflicts"),
     select_by: Optional[str] = typer.Option(None, "--select-by", help="the rule choosing each (method, optimiser)'s setting among those tried: metric names (forget_quality,model_utility) or a YAML rule '{by: [forget_quality], require: [{metric: model_utility, at_least: 0.8, relative_to: target}]}' (default: the card's select_by)"),
+    select_on_seeds: Optional[str] = typer.Option(None, help=SELECT_ON_SEEDS_HELP),
     tasks_dir: Optional[list[str]] = typer.Option(None, help=TASKS_DIR_HELP),
 ):
     """Rebuild leaderboards (md/csv/tex), the FO-vs-SO table and figures from records only."""
@@ -240,16 +246,25 @@ def report(
         task = named[0] if named else "tofu"
     card = registry.load_task(task, tasks_dir).card
     selection = card.selection_rule(select_by)
+    choose_on = _seed_list(select_on_seeds, "--select-on-seeds")
+    if choose_on is not None:
+        try:
+            seeds = sorted({r.get("seed") for d in run_dirs for r in load_records(d)
+                            if (r.get("kind") or "unlearned") == "unlearned"}, key=str)
+            check_held_out(choose_on, seeds, "the records' seeds")
+        except ValueError as exc:
+            raise UserError(f"--select-on-seeds: {exc}") from None
     out = out or run_dirs[0]
     title = f"{card.name} ({', '.join(d.name for d in run_dirs)})"
     try:
         paths = build_report(run_dirs, out, card.metrics, card.rank_by, title, tradeoff=card.tradeoff,
                              baseline_optimizer=baseline_optimizer, select_by=selection,
-                             across_targets=across_targets, card_harness_tasks=card.harness_tasks)
+                             across_targets=across_targets, card_harness_tasks=card.harness_tasks,
+                             select_on_seeds=choose_on)
     except ValueError as exc:  # LeaderboardError: corrupt record, mixed tasks/splits, bad names
         raise UserError(str(exc)) from exc
-    console.print(summary_table(leaderboard_rows(paths.records, card.metrics, card.rank_by, select_by=selection),
-                                card.metrics, title))
+    console.print(summary_table(leaderboard_rows(paths.records, card.metrics, card.rank_by, select_by=selection,
+                                                 select_on_seeds=choose_on), card.metrics, title))
     for conflict in paths.conflicts:
         console.print(f"[yellow]conflict:[/] {conflict.describe()}")
     console.print(f"wrote {len(paths)} files to {out}")
@@ -277,7 +292,8 @@ def reproduce(
 
     from soul_bench import registry
     from soul_bench.report.build import build_report
-    from soul_bench.runner import Runner
+    from soul_bench.report.leaderboard import chosen_settings, leaderboard_rows, load_records, summary_table
+    from soul_bench.runner import Runner, point_of_setting
 
     if suite != "embedded":
         raise UserError(f"unknown reference suite '{suite}'; valid: embedded")
@@ -288,28 +304,51 @@ def reproduce(
         if not card.spec.reference:
             raise UserError(f"task '{name}' has no reference sweep (card section 'reference')")
         prepare = [_int(s, "prepare seed") for s in split_csv(prepare_seeds)] if prepare_seeds else reference["prepare_seeds"]
-        folders, protocol = [], set()
-        for prepare_seed in prepare:
-            # seed 0 is the card's own recipe (its cached models); others train other targets
-            folder = runs / name if len(prepare) == 1 else runs / name / f"prepare-{prepare_seed}"
+        every_seed = [_int(s, "seed") for s in split_csv(seeds)] if seeds else reference["seeds"]
+        choose_on = reference.get("select_on_seeds")
+        if choose_on is not None:
+            try:
+                check_held_out(choose_on, every_seed)
+            except ValueError as exc:
+                raise UserError(f"task '{name}': reference.{exc}") from None
+        # seed 0 is the card's own recipe (its cached models); others train other targets
+        folders = {p: runs / name if len(prepare) == 1 else runs / name / f"prepare-{p}" for p in prepare}
+        protocol: set[str] = set()
+
+        def sweep(prepare_seed: int, **settings) -> None:
             overrides = dict(task=name, methods=split_csv(methods) or reference["methods"],
-                             optimizers=split_csv(optimizers) or reference["optimizers"],
-                             seeds=[_int(s, "seed") for s in split_csv(seeds)] if seeds else reference["seeds"],
-                             data="synthetic", preset=preset, out=folder, show_progress=False if no_progress else None,
-                             grid=reference.get("grid") or None,
+                             optimizers=split_csv(optimizers) or reference["optimizers"], seeds=every_seed,
+                             data="synthetic", preset=preset, out=folders[prepare_seed],
+                             show_progress=False if no_progress else None, grid=reference.get("grid") or None,
                              probes=split_csv(probes) if probes is not None else reference["probes"],
                              embedded={"train": {"seed": prepare_seed}} if prepare_seed else None)
-            if len(prepare) > 1:
-                console.print(f"[bold]{name}: embedded target {prepare_seed} ({len(prepare)} prepare seeds)[/]")
-            runner = Runner(build_spec(None, overrides), console)
+            runner = Runner(build_spec(None, {**overrides, **settings}), console, write_report=False)
             runner.run()
             protocol.update(runner.cell_ids)
-            folders.append(folder)
+
+        # every setting of the grid; with held-out tuning on the selection seeds only
+        for prepare_seed in prepare:
+            if len(prepare) > 1:
+                console.print(f"[bold]{name}: embedded target {prepare_seed} ({len(prepare)} prepare seeds)[/]")
+            sweep(prepare_seed, **({"seeds": choose_on} if choose_on else {}))
+        if choose_on:
+            # each (method, optimiser)'s chosen setting, on the seeds the choice never saw
+            chosen = chosen_settings([r for f in folders.values() for r in load_records(f) if r.get("cell_id") in protocol],
+                                     card.metrics, card.rank_by, card.select_by)
+            held_out = [s for s in every_seed if s not in choose_on]
+            console.print(f"[bold]{name}: the chosen setting of each (method, optimiser) on held-out seeds "
+                          f"{', '.join(map(str, held_out))}[/]")
+            for prepare_seed in prepare:
+                for (method, optimizer), setting in chosen.items():
+                    point = point_of_setting(reference.get("grid") or {}, method, optimizer, setting)
+                    sweep(prepare_seed, methods=[method], optimizers=[optimizer], seeds=held_out,
+                          grid={key: [value] for key, value in point.items()} or None)
         with tempfile.TemporaryDirectory() as tmp:
             # only the protocol's records: settings the card no longer names stay out of the tables
-            paths = build_report(folders, Path(tmp), card.metrics, card.rank_by, f"{name} — embedded reference",
+            paths = build_report(list(folders.values()), Path(tmp), card.metrics, card.rank_by, f"{name} — embedded reference",
                                  tradeoff=card.tradeoff, select_by=card.select_by, across_targets=len(folders) > 1,
-                                 only_cells=protocol, card_harness_tasks=card.harness_tasks)
+                                 only_cells=protocol, card_harness_tasks=card.harness_tasks,
+                                 select_on_seeds=choose_on)
             for folder, suffixes in ((leaderboards / name, (".md", ".csv")), (reports / name, (".png", ".pdf", ".tex"))):
                 if folder.exists():
                     shutil.rmtree(folder)
@@ -317,7 +356,20 @@ def reproduce(
                 for path in paths.values():
                     if Path(path).suffix in suffixes:
                         shutil.copy2(path, folder / Path(path).name)
+        console.print(summary_table(leaderboard_rows(paths.records, card.metrics, card.rank_by, select_by=card.select_by,
+                                                     select_on_seeds=choose_on), card.metrics,
+                                    f"{name} — embedded reference"))
         console.print(f"{name}: tables in {leaderboards / name}, figures in {reports / name}")
+
+
+def _seed_list(text: str | None, what: str) -> list[int] | None:
+    """'0,1' → [0, 1]; None when not given."""
+    if text is None:
+        return None
+    seeds = [_int(part, f"{what} seed") for part in split_csv(text)]
+    if not seeds:
+        raise UserError(f"{what} names no seed; give comma-separated integers, e.g. 0 or 0,1")
+    return seeds
 
 
 def _int(text: str, what: str) -> int:

@@ -89,6 +89,21 @@ def grid_points(grid: dict[str, list], method: str, optimizer: str) -> list[dict
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[key] for key in keys))]
 
 
+def point_of_setting(grid: dict[str, list], method: str, optimizer: str, setting: dict) -> dict:
+    """The grid point of a (method, optimiser) cell whose values ``setting`` holds (a record's
+    hyper-parameters, flat: ``{"optimizer.lr": 3e-4, "method.beta": 0.1, "loop.steps": 30}``, see
+    :func:`soul_bench.report.tuning.setting_of`): how a chosen setting is run again on more seeds."""
+    def flat_key(key: str) -> str:
+        owner, dot, name = key.partition(".")
+        if not dot:
+            return "optimizer.lr" if key == "lr" else f"loop.{key}"
+        return f"{'method' if owner == method else 'optimizer'}.{name}"
+    for point in grid_points(grid, method, optimizer):
+        if all(setting.get(flat_key(key)) == value for key, value in point.items()):
+            return point
+    raise ValueError(f"no point of the grid {grid} for {method} × {optimizer} gives the setting {setting}")
+
+
 def point_label(point: dict) -> str:
     """'lr=0.0003, npo.beta=0.1'."""
     return ", ".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}" for key, value in point.items())
@@ -150,8 +165,9 @@ def check_model_path(flag: str, path: str | None) -> None:
 
 
 class Runner:
-    def __init__(self, spec: SweepSpec, console: Console | None = None):
+    def __init__(self, spec: SweepSpec, console: Console | None = None, write_report: bool = True):
         self.spec = spec
+        self.write_report = write_report  # False: the caller builds one report over several sweeps
         quiet_transformers()
         # launched as several processes (accelerate launch / torchrun): the main one leads and
         # writes, the others train along (soul_bench.engine.parallel) and print nothing
@@ -651,7 +667,8 @@ class Runner:
             record = self.run_cell(method, optimizer, seed, reference_items, point)
             if record["status"] in ("failed", "skipped"):
                 self.console.print(f"[red]  {record['status']}:[/] {record['error']}")
-        self.report()
+        if self.write_report:
+            self.report()
         self.console.print(f"Done in {time.perf_counter() - self.started:.0f} s → {self.out}")
         return self.out
 
@@ -660,9 +677,11 @@ class Runner:
         card = self.task.card
         title = f"{self.task.name} ({self.data.forget_split}, data: {self.data.source})"
         paths = build_report([self.out], self.out, card.metrics, card.rank_by, title, tradeoff=card.tradeoff,
-                             select_by=self.select_by, card_harness_tasks=card.harness_tasks)
+                             select_by=self.select_by, card_harness_tasks=card.harness_tasks,
+                             select_on_seeds=self.spec.select_on_seeds)
         records = [r for r in paths.records if r.get("cell_id") in self.cell_ids]
-        rows = leaderboard_rows(records, card.metrics, card.rank_by, select_by=self.select_by)
+        rows = leaderboard_rows(records, card.metrics, card.rank_by, select_by=self.select_by,
+                                select_on_seeds=self.spec.select_on_seeds)
         self.console.print(summary_table(rows, card.metrics, title))
         for conflict in paths.conflicts:
             self.console.print(f"[yellow]conflict:[/] {conflict.describe()} (see conflicts.md)")

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from soul_bench.card import read_yaml_mapping
+from soul_bench.card import check_held_out, read_yaml_mapping
 from soul_bench.errors import UserError
 
 
@@ -58,6 +58,9 @@ class SweepSpec(BaseModel):
     # the rule choosing each (method, optimiser)'s setting among those a grid tried: metric names or
     # {by: [...], require: [...]} (default: the card's select_by); report --select-by overrides it too
     select_by: list[str] | dict[str, Any] | str | None = None
+    # choose the setting on these seeds only and report it on the others, which the choice never
+    # saw (no winner's curse); None: the same seeds choose and report (soul_bench.report.tuning)
+    select_on_seeds: list[int] | None = None
     probe_options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # e.g. {relearn: {steps: 10}}
     shard: str | None = None            # "I/N": run every N-th cell from the I-th (0 <= I < N); merge with `report`
 
@@ -75,6 +78,12 @@ class SweepSpec(BaseModel):
     def shard_parts(self) -> tuple[int, int]:
         index, count = self.shard.split("/")
         return int(index), int(count)
+
+    @model_validator(mode="after")
+    def _held_out_seeds(self) -> "SweepSpec":
+        if self.select_on_seeds is not None:
+            check_held_out(self.select_on_seeds, self.seeds)
+        return self
 
     @field_validator("methods", "optimizers")
     @classmethod
@@ -156,7 +165,9 @@ def build_spec(config_file: Path | None, overrides: dict[str, Any]) -> SweepSpec
         spec = SweepSpec(**values)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "config"
+        if not first["loc"]:  # a rule across settings (e.g. select_on_seeds against seeds): its own words
+            raise UserError(str(first["msg"]).removeprefix("Value error, ")) from exc
+        where = ".".join(str(p) for p in first["loc"])
         valid = ", ".join(SweepSpec.model_fields) if first["type"] == "extra_forbidden" else None
         raise UserError(f"bad setting '{where}': {first['msg']}" + (f"; valid settings: {valid}" if valid else "")) from exc
     if isinstance(lr, list) and len(lr) > 1:  # --lr a,b,c: a grid over every optimiser's lr

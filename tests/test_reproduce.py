@@ -21,7 +21,8 @@ def header(path):
 @pytest.mark.skipif(not COMMITTED_TABLES.is_dir(), reason="no committed reference leaderboard yet")
 def test_reproduce_output_format_matches_what_is_committed(tmp_path, capsys):
     tables, figures = tmp_path / "leaderboards", tmp_path / "reports"
-    code, _, err = run_cli(["reproduce", "embedded", "--preset", "micro", "--seeds", "0", "--methods", "ga,npo",
+    # seeds 0 and 1: TOFU's reference chooses on seed 0 and reports the choice on the others
+    code, _, err = run_cli(["reproduce", "embedded", "--preset", "micro", "--seeds", "0,1", "--methods", "ga,npo",
                             "--optimizers", "adamw,sophia", "--leaderboards", tables, "--reports", figures,
                             "--runs", tmp_path / "runs", "--no-progress"], capsys)
     assert code == 0, err
@@ -49,7 +50,7 @@ def test_reference_probes_come_from_the_card_or_the_flag(monkeypatch, capsys):
     specs = []
 
     class Recorder:  # stands in for the Runner: keep the spec, stop before any work
-        def __init__(self, spec, console):
+        def __init__(self, spec, console, **options):
             specs.append(spec)
             raise UserError("stopped by the test")
 

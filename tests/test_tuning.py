@@ -190,7 +190,7 @@ def test_bad_grids_are_one_line_exit_2_and_write_nothing(args, config, message, 
 def test_reproduce_pools_targets_of_several_prepare_seeds(tmp_path, capsys):
     tables = tmp_path / "leaderboards"
     code, _, err = run_cli(["reproduce", "embedded", "--task", "tofu", "--preset", "micro", "--prepare-seeds", "0,1",
-                            "--seeds", "0", "--methods", "ga", "--optimizers", "adamw,sophia", "--leaderboards",
+                            "--seeds", "0,1", "--methods", "ga", "--optimizers", "adamw,sophia", "--leaderboards",
                             tables, "--reports", tmp_path / "reports", "--runs", tmp_path / "runs", "--no-progress"],
                            capsys)
     assert code == 0, err
@@ -202,7 +202,7 @@ def test_reproduce_pools_targets_of_several_prepare_seeds(tmp_path, capsys):
     rows = {(r["kind"], r["method"], r["optimizer"]): r for r in csv.DictReader(open(tables / "tofu" / "leaderboard.csv"))}
     assert rows[("target", "", "")]["n_seeds"] == "2" and rows[("unlearned", "ga", "sophia")]["n_seeds"] == "2"
     fo = next(csv.DictReader(open(tables / "tofu" / "fo_vs_so.csv")))
-    assert fo["seeds"].split() == ["T0s0", "T1s0"]
+    assert fo["seeds"].split() == ["T0s1", "T1s1"]  # chosen on seed 0 of both targets, reported on seed 1
 
 
 def test_report_select_by_replaces_the_cards_rule(tmp_path, capsys):

@@ -46,7 +46,7 @@ from soul_bench.report.columns import (DEFAULT_TRADEOFF, MISSING, LeaderboardErr
 from soul_bench.report.files import write_text
 from soul_bench.report.ranking import rank_rule
 from soul_bench.report.stats import DEFAULT_LEVEL, MIN_PAIRED, NA, format_p, optimizer_comparison_rows
-from soul_bench.report.tuning import is_tuned, selected_records, setting_id, tuning_csv, tuning_markdown
+from soul_bench.report.tuning import held_out_note, is_tuned, selected_records, setting_id, tuning_csv, tuning_markdown
 
 CONFLICT_POLICIES = ("first", "error")
 
@@ -197,8 +197,9 @@ def _signed(value: Any) -> str:
 
 
 def fo_vs_so_markdown(rows: Sequence[Mapping], title: str, baseline: str, level: float = DEFAULT_LEVEL,
-                      tuned: bool = False) -> str:
-    """The FO-vs-SO table; ``tuned``: the cells are each optimizer's chosen setting (say so)."""
+                      tuned: bool = False, held_out: str = "") -> str:
+    """The FO-vs-SO table; ``tuned``: the cells are each optimizer's chosen setting (say so);
+    ``held_out``: how the settings were chosen on other seeds (:func:`tuning.held_out_note`)."""
     b = display_name(baseline)
     pct = f"{level * 100:g} %"
     header = ["Method", "Optimizer", "Metric", "n", "Optimizer mean", f"{b} mean", f"Δ (opt − {b})",
@@ -222,7 +223,7 @@ def fo_vs_so_markdown(rows: Sequence[Mapping], title: str, baseline: str, level:
                    f"the metric's direction (↑ higher / ↓ lower is better{ideal}). "
                    f"No multiple-comparison correction."
                    + (" Each optimizer at its own tuned setting (the leaderboard's Setting column; every setting "
-                      "in tuning.md)." if tuned else "")), ""]
+                      "in tuning.md)." if tuned else "") + held_out), ""]
     return "\n".join(lines)
 
 
@@ -262,7 +263,7 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                  baseline_optimizer: str = "adamw", *, level: float = DEFAULT_LEVEL,
                  on_conflict: str = "first", figures_too: bool = True, select_by: Any = None,
                  across_targets: bool = False, only_cells: Collection[str] | None = None,
-                 card_harness_tasks: Collection[str] = ()) -> ReportPaths:
+                 card_harness_tasks: Collection[str] = (), select_on_seeds: Collection[int] | None = None) -> ReportPaths:
     """Merge the records of ``run_dirs`` and write the report files (see the module docstring).
 
     ``metrics`` / ``rank_by`` / ``tradeoff`` come from the task card (``rank_by``: metric names or
@@ -277,7 +278,8 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     with ``.conflicts``, ``.duplicates`` and ``.records``. ``only_cells``: read only the records with
     these cell ids (a sweep's own), not whatever else an output folder holds from earlier settings.
     ``card_harness_tasks``: the lm-eval tasks the card runs and reports in its own metrics (no
-    automatic columns for them; ``Card.harness_tasks``).
+    automatic columns for them; ``Card.harness_tasks``). ``select_on_seeds``: choose each setting
+    on these seeds only and report it on the others (:mod:`soul_bench.report.tuning`).
     """
     if on_conflict not in CONFLICT_POLICIES:
         raise LeaderboardError(f"on_conflict must be one of {', '.join(CONFLICT_POLICIES)}, got {on_conflict!r}")
@@ -302,10 +304,11 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         raise LeaderboardError(f"records from several forget splits ({', '.join(splits)}); "
                                   f"build one report per split")
 
-    every_setting = lb.setting_rows(records, metrics, rank_by, level, select_by)
+    every_setting = lb.setting_rows(records, metrics, rank_by, level, select_by, select_on_seeds)
     tuned = is_tuned(every_setting)
     rows = lb.chosen_rows(every_setting, metrics, rank_by)
-    chosen = selected_records(records, every_setting)  # each (method, optimizer) at its chosen setting
+    # each (method, optimizer) at its chosen setting (on the held-out seeds, with select_on_seeds)
+    chosen = selected_records(records, every_setting, select_on_seeds)
     comparison = optimizer_comparison_rows(chosen, metrics, baseline_optimizer, level)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -319,7 +322,7 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         "leaderboard.tex": latex.leaderboard_latex(rows, metrics, title, spread="ci", level=level),
         "leaderboard_headline.tex": latex.leaderboard_latex(rows, metrics, title, spread="ci", level=level,
                                                             headline_only=True, label="tab:leaderboard-headline"),
-        "fo_vs_so.md": fo_vs_so_markdown(comparison, fo_title, baseline_optimizer, level, tuned),
+        "fo_vs_so.md": fo_vs_so_markdown(comparison, fo_title, baseline_optimizer, level, tuned, held_out_note(rows)),
         "fo_vs_so.csv": fo_vs_so_csv(comparison),
         "fo_vs_so.tex": latex.fo_vs_so_latex(comparison, fo_title, level=level),
     }

@@ -31,7 +31,7 @@ import json
 import math
 import os
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,7 @@ from soul_bench.report.ranking import RankRule, best_cells, rank_rule, target_ro
 from soul_bench.report.rows import (BASELINE_NOTES, CI_LEVEL, SPREADS, baseline_label, baseline_order,
                                     check_spread, group_key, seeds_text, spread_note, spread_of, status_text)
 from soul_bench.report.stats import t_half_width
-from soul_bench.report.tuning import is_tuned, select_settings, setting_id, setting_of, setting_text
+from soul_bench.report.tuning import held_out_note, is_tuned, select_settings, setting_id, setting_of, setting_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.table import Table
@@ -136,12 +136,14 @@ def _baseline_label(records: list[dict]) -> str | None:
 
 
 def _build_row(kind: str, method: Any, optimizer: Any, records: list[dict], columns: list[MetricColumn],
-               level: float = CI_LEVEL) -> dict:
+               level: float = CI_LEVEL, empty_status: str = "skipped: no record") -> dict:
     records = sorted(records, key=_seed_key)
     ok = [r for r in records if r.get("status") == "ok"]
     bad = [r for r in records if r.get("status") != "ok"]
     if ok:
         status = "ok"
+    elif not bad:
+        status = empty_status
     else:
         first = bad[0]
         state = str(first.get("status") or "unknown")
@@ -177,20 +179,32 @@ def _name_key(row: Mapping) -> tuple[str, str]:
 
 
 def setting_rows(records: Iterable[Mapping], metrics: Iterable[Any], rank_by: Any, level: float = CI_LEVEL,
-                 select_by: Any = None) -> list[dict]:
+                 select_by: Any = None, select_on_seeds: Collection[Any] | None = None) -> list[dict]:
     """Every row: the baselines, then one row per (method, optimizer, setting) — a setting being
     a cell's hyper-parameters without its seed (:mod:`soul_bench.report.tuning`) — each marked
     ``selected`` when ``select_by`` (the rank rule's form; default ``rank_by``) prefers it among
-    its (method, optimizer)'s settings. Unranked; :func:`leaderboard_rows` ranks the chosen ones."""
+    its (method, optimizer)'s settings. Unranked; :func:`leaderboard_rows` ranks the chosen ones.
+
+    ``select_on_seeds``: choose on these seeds only and report on the others (held out). The
+    setting rows then stand on the selection seeds (``selection_only``: what the rule saw, for
+    ``tuning.md``), and each chosen setting gets one more row, ``held_out``, from its records of
+    every other seed — the row the leaderboard shows (status "skipped: …" when the chosen
+    setting has no record outside the selection seeds)."""
     records = list(records)
     columns = metric_columns(metrics)
     tasks = sorted({str(r.get("task")) for r in records if r.get("task") is not None})
     if len(tasks) > 1:
         raise LeaderboardError(f"records from several tasks ({', '.join(tasks)}); build one leaderboard per task")
+    choose_on = None if select_on_seeds is None else set(select_on_seeds)
     groups: dict[tuple, list[dict]] = {}
+    held_out: dict[tuple, list[dict]] = {}
     for record in records:
         key = group_key(record)
-        groups.setdefault(key + ((setting_id(record),) if key[0] == "unlearned" else ("",)), []).append(dict(record))
+        if key[0] != "unlearned":
+            groups.setdefault(key + ("",), []).append(dict(record))
+            continue
+        where = groups if choose_on is None or record.get("seed") in choose_on else held_out
+        where.setdefault(key + (setting_id(record),), []).append(dict(record))
     rows = []
     for (kind, method, opt, setting), recs in groups.items():
         row = _build_row(kind, method, opt, recs, columns, level)
@@ -201,17 +215,44 @@ def setting_rows(records: Iterable[Mapping], metrics: Iterable[Any], rank_by: An
     select_rule = rank_rule(rank_by if select_by is None else select_by, columns)
     cells = [r for r in rows if r["kind"] == "unlearned"]
     select_settings(cells, select_rule, target_row(baselines) if select_rule.require else None)
-    return baselines + cells
+    if choose_on is None:
+        return baselines + cells
+    seeds = ", ".join(str(s) for s in sorted(choose_on, key=str))
+    reported = []
+    for cell in cells:
+        cell["selection_only"] = True
+        cell["chosen_on"] = sorted(choose_on, key=str)
+        if cell["selected"]:
+            recs = held_out.get(("unlearned", cell["method"], cell["optimizer"], cell["setting_id"]), [])
+            row = _build_row("unlearned", cell["method"], cell["optimizer"], recs, columns, level,
+                             empty_status=f"skipped: the chosen setting has no seed other than the selection seeds ({seeds})")
+            row.update({key: cell[key] for key in ("setting_id", "setting_values", "setting", "setting_keys",
+                                                   "n_settings", "setting_order", "selected", "chosen_on")})
+            row["held_out"] = True
+            reported.append(row)
+    return baselines + cells + reported
+
+
+def chosen_settings(records: Iterable[Mapping], metrics: Iterable[Any], rank_by: Any,
+                    select_by: Any = None) -> dict[tuple[Any, Any], dict[str, Any]]:
+    """(method, optimizer) → the setting ``select_by`` chooses among the records' settings (its
+    flat hyper-parameters, :func:`soul_bench.report.tuning.setting_of`): what a held-out tuning
+    protocol runs again on more seeds."""
+    rows = setting_rows(records, metrics, rank_by, select_by=select_by)
+    return {(r["method"], r["optimizer"]): r["setting_values"] for r in rows if r["kind"] == "unlearned" and r["selected"]}
 
 
 def leaderboard_rows(records: Iterable[Mapping], metrics: Iterable[Any], rank_by: Any,
-                     level: float = CI_LEVEL, select_by: Any = None) -> list[dict]:
+                     level: float = CI_LEVEL, select_by: Any = None,
+                     select_on_seeds: Collection[Any] | None = None) -> list[dict]:
     """One row per (kind, method, optimizer), in leaderboard order.
 
     ``rank_by``: metric names, or ``{"by": names, "require": [...]}`` (or an object with ``by`` /
     ``require``), see :mod:`soul_bench.report.ranking`. When a (method, optimizer) was run with
     several settings (a tuning grid), its row is the setting ``select_by`` (same form; default
-    ``rank_by``) chooses — see :func:`setting_rows` and :mod:`soul_bench.report.tuning`.
+    ``rank_by``) chooses — see :func:`setting_rows` and :mod:`soul_bench.report.tuning`; with
+    ``select_on_seeds`` it chooses on those seeds and the row reports the chosen setting's other
+    (held-out) seeds.
 
     Order: baselines (``target`` first, then any other non-``unlearned`` kind by name), then the
     unlearned cells with at least one successful seed — those meeting every requirement first,
@@ -233,7 +274,7 @@ def leaderboard_rows(records: Iterable[Mapping], metrics: Iterable[Any], rank_by
     A requirement relative to the target with no target row (or no target value) among the
     records is a :class:`LeaderboardError`.
     """
-    return chosen_rows(setting_rows(records, metrics, rank_by, level, select_by), metrics, rank_by)
+    return chosen_rows(setting_rows(records, metrics, rank_by, level, select_by, select_on_seeds), metrics, rank_by)
 
 
 def chosen_rows(rows: list[dict], metrics: Iterable[Any], rank_by: Any) -> list[dict]:
@@ -241,7 +282,7 @@ def chosen_rows(rows: list[dict], metrics: Iterable[Any], rank_by: Any) -> list[
     chosen setting, ranked (see :func:`leaderboard_rows`)."""
     rule = rank_rule(rank_by, metric_columns(metrics))
     baselines = [r for r in rows if r["kind"] != "unlearned"]
-    chosen = [r for r in rows if r["kind"] == "unlearned" and r["selected"]]
+    chosen = [r for r in rows if r["kind"] == "unlearned" and r["selected"] and not r.get("selection_only")]
     cells = [r for r in chosen if r["status"] == "ok"]
     if rule.require:
         target = target_row(baselines)
@@ -287,7 +328,7 @@ def _markdown(rows: list[dict], columns: list[MetricColumn], rule: RankRule, tit
         lines.append("| " + " | ".join([MISSING] * (len(header) - 1) + ["no records"]) + " |")
     lines += ["", _rank_note(rule, columns, spread, level)
               + (" Setting: the tuned values chosen per (method, optimizer) among those tried (of N); every "
-                 "setting is in tuning.md." if tuned else ""), ""]
+                 "setting is in tuning.md." if tuned else "") + held_out_note(rows), ""]
     return "\n".join(lines)
 
 

@@ -14,9 +14,13 @@ seeds and records of another are another row — also when they come from separa
 by ``soul-bench report``. The selection rule has the rank rule's form
 (:mod:`soul_bench.report.ranking`): lexicographic on metrics, with requirements, e.g. "best
 forget quality with model utility ≥ 0.9× the target's" — applied to each setting's mean over its
-seeds. The same seeds choose and report the setting: an optimistic estimate, but equally so for
-every optimiser tried over the same budget of values (``tuning.md`` states the budget and says
-when it differs).
+seeds. By default the same seeds choose and report the setting: an optimistic estimate (the
+winner's curse: the best of several noisy means is biased upwards), but equally so for every
+optimiser tried over the same budget of values (``tuning.md`` states the budget and says when it
+differs). ``select_on_seeds`` removes the bias: the rule sees only those seeds, and the
+leaderboard, the FO-vs-SO table and the figures report the chosen setting on the other seeds,
+which the choice never saw (the usual validation / test split of hyper-parameter tuning, with
+seeds as the split).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from soul_bench.report.columns import MISSING, MetricColumn, format_cell, headline_columns, md_escape
@@ -126,16 +130,33 @@ def setting_text(row: Mapping) -> str:
     return f"{row['setting']} (of {row['n_settings']})"
 
 
-def selected_records(records: Iterable[Mapping], rows: Iterable[Mapping]) -> list[Mapping]:
-    """The records of the chosen setting of each (method, optimiser), plus every baseline record."""
+def selected_records(records: Iterable[Mapping], rows: Iterable[Mapping],
+                     select_on_seeds: Collection[Any] | None = None) -> list[Mapping]:
+    """The records of the chosen setting of each (method, optimiser), plus every baseline record;
+    with ``select_on_seeds``, only the chosen settings' records of the other (held-out) seeds."""
     chosen = {(r["method"], r["optimizer"], r["setting_id"]) for r in rows
               if r["kind"] == "unlearned" and r.get("selected")}
+    choose_on = set(select_on_seeds) if select_on_seeds is not None else set()
     out = []
     for record in records:
         kind = record.get("kind") or "unlearned"
-        if kind != "unlearned" or (record.get("method"), record.get("optimizer"), setting_id(record)) in chosen:
+        if kind != "unlearned":
+            out.append(record)
+        elif (record.get("method"), record.get("optimizer"), setting_id(record)) in chosen \
+                and record.get("seed") not in choose_on:
             out.append(record)
     return out
+
+
+def held_out_note(rows: Iterable[Mapping]) -> str:
+    """' Chosen on seed 0; reported on the other seeds, which the choice never saw.' when the rows
+    come from a held-out selection (``select_on_seeds``), else ''."""
+    chosen_on = next((r["chosen_on"] for r in rows if r.get("chosen_on")), None)
+    if not chosen_on:
+        return ""
+    seeds = ", ".join(str(s) for s in chosen_on)
+    return (f" Settings chosen on seed{'s' if len(chosen_on) > 1 else ''} {seeds} only; every unlearned row reports "
+            f"the chosen setting on the other seeds, which the choice never saw (no winner's curse).")
 
 
 def budget_note(rows: Sequence[Mapping]) -> str | None:
@@ -161,7 +182,7 @@ def tuning_markdown(rows: Sequence[Mapping], columns: list[MetricColumn], rule: 
     lines = [f"# {title}: every setting tried", "",
              "| " + " | ".join(md_escape(h) for h in header) + " |",
              "|" + "|".join([":---", ":---", ":---", ":---:", "---:", *("---:" for _ in heads), ":---"]) + "|"]
-    unlearned = sorted((r for r in rows if r["kind"] == "unlearned"),
+    unlearned = sorted((r for r in rows if r["kind"] == "unlearned" and not r.get("held_out")),
                        key=lambda r: (str(r["method"]), str(r["optimizer"]), r["setting_order"]))
     for row in unlearned:
         unmet = row.get("selection_unmet") or []
@@ -170,9 +191,16 @@ def tuning_markdown(rows: Sequence[Mapping], columns: list[MetricColumn], rule: 
                  "✓" if row["selected"] else "", seeds_text(row),
                  *(format_cell(row["mean"].get(m.name), spread_of(row, m.name, spread)) for m in heads), status]
         lines.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
-    lines += ["", f"✓ = the setting each (method, optimizer) is reported with: {selection_text(rule)}. The "
-              f"leaderboard, the FO-vs-SO table and the figures show it; the same seeds choose and report it; "
-              f"{spread_note(spread, level)}.", ""]
+    chosen_on = next((r["chosen_on"] for r in unlearned if r.get("chosen_on")), None)
+    if chosen_on:
+        seeds = ", ".join(str(s) for s in chosen_on)
+        seeds_clause = (f"This table shows the seeds that chose (settings chosen on seed{'s' if len(chosen_on) > 1 else ''} "
+                        f"{seeds} only); the leaderboard, the FO-vs-SO table and the figures report the chosen "
+                        f"setting on the other seeds, which the choice never saw")
+    else:
+        seeds_clause = "The leaderboard, the FO-vs-SO table and the figures show it; the same seeds choose and report it"
+    lines += ["", f"✓ = the setting each (method, optimizer) is reported with: {selection_text(rule)}. "
+              f"{seeds_clause}; {spread_note(spread, level)}.", ""]
     note = budget_note(unlearned)
     if note:
         lines += [f"**Note:** {note}.", ""]
@@ -191,7 +219,7 @@ def selection_text(rule: RankRule) -> str:
 def tuning_csv(rows: Sequence[Mapping], columns: list[MetricColumn]) -> str:
     """``tuning.csv``: one line per setting — its tuned values, whether chosen, seeds, status and
     the mean of every metric."""
-    unlearned = sorted((r for r in rows if r["kind"] == "unlearned"),
+    unlearned = sorted((r for r in rows if r["kind"] == "unlearned" and not r.get("held_out")),
                        key=lambda r: (str(r["method"]), str(r["optimizer"]), r["setting_order"]))
     keys = sorted({k for r in unlearned for k in r.get("setting_keys") or []})
     fields = ["method", "optimizer", *keys, "selected", "n_seeds", "n_failed", "status", "selection_unmet",
