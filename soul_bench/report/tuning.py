@@ -148,14 +148,22 @@ def selected_records(records: Iterable[Mapping], rows: Iterable[Mapping],
     return out
 
 
-def held_out_note(rows: Iterable[Mapping]) -> str:
-    """' Chosen on seed 0; reported on the other seeds, which the choice never saw.' when the rows
-    come from a held-out selection (``select_on_seeds``), else ''."""
+def chosen_on_seeds(rows: Iterable[Mapping]) -> str | None:
+    """'seed 0' / 'seeds 0, 1': the seeds a held-out selection (``select_on_seeds``) chose on, or
+    None when the rows come from an ordinary selection."""
     chosen_on = next((r["chosen_on"] for r in rows if r.get("chosen_on")), None)
     if not chosen_on:
+        return None
+    return f"seed{'s' if len(chosen_on) > 1 else ''} " + ", ".join(str(s) for s in chosen_on)
+
+
+def held_out_note(rows: Iterable[Mapping]) -> str:
+    """The sentence the leaderboard and the FO-vs-SO table append after a held-out selection
+    (``select_on_seeds``): which seeds chose, and that the rows report the others; else ''."""
+    seeds = chosen_on_seeds(rows)
+    if seeds is None:
         return ""
-    seeds = ", ".join(str(s) for s in chosen_on)
-    return (f" Settings chosen on seed{'s' if len(chosen_on) > 1 else ''} {seeds} only; every unlearned row reports "
+    return (f" Settings chosen on {seeds} only; every unlearned row reports "
             f"the chosen setting on the other seeds, which the choice never saw (no winner's curse).")
 
 
@@ -191,12 +199,11 @@ def tuning_markdown(rows: Sequence[Mapping], columns: list[MetricColumn], rule: 
                  "✓" if row["selected"] else "", seeds_text(row),
                  *(format_cell(row["mean"].get(m.name), spread_of(row, m.name, spread)) for m in heads), status]
         lines.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
-    chosen_on = next((r["chosen_on"] for r in unlearned if r.get("chosen_on")), None)
-    if chosen_on:
-        seeds = ", ".join(str(s) for s in chosen_on)
-        seeds_clause = (f"This table shows the seeds that chose (settings chosen on seed{'s' if len(chosen_on) > 1 else ''} "
-                        f"{seeds} only); the leaderboard, the FO-vs-SO table and the figures report the chosen "
-                        f"setting on the other seeds, which the choice never saw")
+    seeds = chosen_on_seeds(unlearned)
+    if seeds is not None:
+        seeds_clause = (f"This table shows the seeds that chose (settings chosen on {seeds} only); the leaderboard, "
+                        f"the FO-vs-SO table and the figures report the chosen setting on the other seeds, which "
+                        f"the choice never saw")
     else:
         seeds_clause = "The leaderboard, the FO-vs-SO table and the figures show it; the same seeds choose and report it"
     lines += ["", f"✓ = the setting each (method, optimizer) is reported with: {selection_text(rule)}. "
