@@ -138,12 +138,18 @@ class BaselineSpec(Strict):
 
 class CheckSpec(Bounded):
     """A fitness check on the prepared embedded models, run before any unlearning: the value of
-    ``metric`` for ``model`` (minus its value for ``minus``, when given) must meet the bound."""
+    ``metric`` for ``model`` (minus its value for ``minus``, when given) must meet the bound.
+    ``model`` may list several baselines (``[target, retain]``): the bound holds for each."""
 
     kind: ClassVar[str] = "check"
-    model: str = "target"
+    model: str | list[str] = "target"
     minus: str | None = None
     why: str = ""
+
+    @property
+    def models(self) -> list[str]:
+        """The baselines the check applies to, in the card's order."""
+        return [self.model] if isinstance(self.model, str) else list(self.model)
 
     # A check may give both bounds (a band, e.g. an MIA AUC within 0.5 ± 0.1), and ``metric`` may be
     # a shell-style pattern (``mia/*_auc``): every metric of the model it matches must meet the bound.
@@ -151,6 +157,8 @@ class CheckSpec(Bounded):
     def _one_bound(self):
         if self.at_least is None and self.at_most is None:
             raise ValueError(f"check on '{self.metric}' needs at_least and/or at_most")
+        if not self.models:
+            raise ValueError(f"check on '{self.metric}' names no model; give a baseline, e.g. target or [target, retain]")
         if self.at_least is not None and self.at_most is not None and self.at_least > self.at_most:
             raise ValueError(f"check on '{self.metric}': at_least {self.at_least} > at_most {self.at_most}")
         return self
@@ -226,7 +234,9 @@ class ReferenceSweep(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0])
     grid: dict[str, list[Any]] = Field(default_factory=dict)  # values tried per cell (run setting `grid`)
     # embedded targets to sample (train.seed of the recipe): the results are pooled over them, each
-    # (target, seed) a seed, so the CIs and the FO-vs-SO verdict hold beyond one prepared target
+    # (target, seed) a seed, so the CIs and the FO-vs-SO verdict hold beyond one prepared target;
+    # with select_on_seeds the grid runs on the first target only and every target runs the choice
+    # on the held-out seeds (the choice never sees the other targets)
     prepare_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     # robustness probes of every unlearned model (run setting `probes`: relearn, quant), so the
     # committed tables show whether the forgetting survives a relearning or a quantisation attack

@@ -258,11 +258,11 @@ class Task:
         """Raise ModelCheckError, naming the first check that fails, if the prepared embedded models
         are not fit for the protocol (card ``embedded.checks``; a preset may replace the list).
         ``metrics_by_model``: baseline kind → its metrics."""
-        for check in checks:
-            model = metrics_by_model.get(check.model)
+        for check, kind in ((check, kind) for check in checks for kind in check.models):
+            model = metrics_by_model.get(kind)
             other = metrics_by_model.get(check.minus) if check.minus else {}
             if model is None or other is None:
-                raise UserError(f"model check on '{check.metric}' names model '{check.minus if model else check.model}', "
+                raise UserError(f"model check on '{check.metric}' names model '{check.minus if model else kind}', "
                                 f"which this run has not evaluated; valid: {', '.join(metrics_by_model)}")
             names = [check.metric]
             if check.is_pattern:  # e.g. mia/*_auc: every metric it matches (none when the run has no
@@ -272,9 +272,9 @@ class Task:
             for name in names:
                 value, subtract = model.get(name), other.get(name) if check.minus else 0.0
                 if value is None or subtract is None:
-                    raise ModelCheckError(f"model check: metric '{name}' is missing for the {check.model} model")
+                    raise ModelCheckError(f"model check: metric '{name}' is missing for the {kind} model")
                 value -= subtract
-                what = f"{name} of the {check.model} model" + (f" minus the {check.minus} model's" if check.minus else "")
+                what = f"{name} of the {kind} model" + (f" minus the {check.minus} model's" if check.minus else "")
                 missed = check.violated(value)
                 if missed:
                     shown = f"{value:.3f}" if abs(value) >= 0.01 or value == 0 else f"{value:.3g}"

@@ -121,6 +121,23 @@ def test_checks_take_bands_and_metric_patterns():
         CheckSpec(metric="x", at_least=0.6, at_most=0.4)
 
 
+def test_one_check_can_hold_several_models_to_a_band():
+    from soul_bench.card import CheckSpec
+
+    task = load_task("wmdp")
+    both = [CheckSpec(metric="general/acc", model=["target", "retain"], at_least=0.3, at_most=0.95, why="headroom")]
+    task.check_models({"target": {"general/acc": 0.8}, "retain": {"general/acc": 0.7}}, both)
+    with pytest.raises(ModelCheckError, match=r"general/acc of the retain model is 0.980 > 0.95: headroom"):
+        task.check_models({"target": {"general/acc": 0.8}, "retain": {"general/acc": 0.98}}, both)
+    with pytest.raises(ModelCheckError, match=r"general/acc of the target model is 0.200 < 0.3: headroom"):
+        task.check_models({"target": {"general/acc": 0.2}, "retain": {"general/acc": 0.7}}, both)
+    with pytest.raises(Exception, match="names no model"):
+        CheckSpec(metric="general/acc", model=[], at_least=0.3)
+    # the cards use it: WMDP's general-accuracy band covers both baselines in one check
+    checks = task.card.spec.embedded.checks
+    assert any(c.metric == "general/acc" and c.models == ["target", "retain"] for c in checks)
+
+
 @pytest.mark.parametrize("name", ["tofu", "wmdp", "copyright", "muse"])
 def test_every_task_with_membership_probes_checks_its_non_members_are_exchangeable(name):
     """The retain model never saw the forget or the holdout texts: its attacks must sit near chance,
