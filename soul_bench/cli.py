@@ -326,18 +326,21 @@ def reproduce(
             runner.run()
             protocol.update(runner.cell_ids)
 
-        # every setting of the grid; with held-out tuning on the selection seeds only
-        for prepare_seed in prepare:
+        # every setting of the grid; with held-out tuning on the selection seeds of the first
+        # target only, so the choice never sees the other targets: they run the chosen settings
+        # on the held-out seeds (an extra target then costs the chosen settings, not the grid)
+        for prepare_seed in prepare[:1] if choose_on else prepare:
             if len(prepare) > 1:
                 console.print(f"[bold]{name}: embedded target {prepare_seed} ({len(prepare)} prepare seeds)[/]")
             sweep(prepare_seed, **({"seeds": choose_on} if choose_on else {}))
         if choose_on:
             # each (method, optimiser)'s chosen setting, on the seeds the choice never saw
-            chosen = chosen_settings([r for f in folders.values() for r in load_records(f) if r.get("cell_id") in protocol],
+            chosen = chosen_settings([r for r in load_records(folders[prepare[0]]) if r.get("cell_id") in protocol],
                                      card.metrics, card.rank_by, card.select_by)
             held_out = [s for s in every_seed if s not in choose_on]
             console.print(f"[bold]{name}: the chosen setting of each (method, optimiser) on held-out seeds "
-                          f"{', '.join(map(str, held_out))}[/]")
+                          f"{', '.join(map(str, held_out))}"
+                          + (f" of {len(prepare)} embedded targets" if len(prepare) > 1 else "") + "[/]")
             for prepare_seed in prepare:
                 for (method, optimizer), setting in chosen.items():
                     point = point_of_setting(reference.get("grid") or {}, method, optimizer, setting)

@@ -152,6 +152,7 @@ def prepare_embedded(task: Task, data: TaskData, recipe: dict, fmt, device: torc
     train = recipe.get("train", {})
     paths: dict[str, Path] = {}
     keys: dict[str, str] = {}
+    trained_any = False
     stages = recipe["stages"]
     order = stage_order(stages)
     examples_spec = task.card.spec.examples
@@ -170,6 +171,9 @@ def prepare_embedded(task: Task, data: TaskData, recipe: dict, fmt, device: torc
         paths[stage] = folder
         if (folder / "config.json").exists():
             continue
+        if console and not trained_any:  # said once, and only when something is trained (not per sweep)
+            console.print(f"Preparing the embedded '{recipe['name']}' models for {task.name} (cached after the first run)")
+        trained_any = True
         from transformers import AutoModelForCausalLM
 
         # train.seed (default 0): the initial weights and the batch order — another seed is another

@@ -252,7 +252,6 @@ class Runner:
         self.check_harness_tasks()  # an unknown lm-eval name fails now, not after the baselines
         baselines = self.task.card.spec.baselines
         if recipe is not None:
-            self.console.print(f"Preparing the embedded '{recipe['name']}' models for {self.task.name} (cached after the first run)")
             paths = prepare_embedded(self.task, self.data, recipe, self.fmt, self.device, self.console, spec.show_progress)
             self.baseline_paths = {kind: str(paths[b.stage]) for kind, b in baselines.items() if b.stage in paths}
         else:

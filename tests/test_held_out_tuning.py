@@ -103,6 +103,30 @@ def test_a_reference_must_hold_out_a_seed():
         ReferenceSweep(methods=["ga"], optimizers=["adamw"], seeds=[0], select_on_seeds=[0])
 
 
+def test_over_several_targets_the_rule_reads_the_target_it_chose_on():
+    """`reproduce` over two embedded targets chooses on the first one's seed 0; a requirement
+    relative to the target must read that target (model utility 0.60: ≥ 0.54 picks lr 3e-4), not
+    the pool of both (0.62: ≥ 0.558 would pick lr 1e-4), or the report's choice and the settings
+    reproduce ran on the held-out seeds could differ."""
+    def made_from(target, records):
+        for r in records:
+            r["spec"]["weights"] = {"target": target}
+        return records
+
+    first = made_from("sha256:first", grid_records())  # target model utility 0.60
+    second = made_from("sha256:second", [r for r in grid_records() if r["kind"] == "target" or r["seed"] != 0])
+    next(r for r in second if r["kind"] == "target")["metrics"]["model_utility"] = 0.64
+    rows = lb.leaderboard_rows(first + second, METRICS, RANK_BY, select_by=SELECT_BY, select_on_seeds=[0])
+    held = unlearned(rows)
+    assert held[("ga", "adamw")]["setting"] == held[("ga", "sophia")]["setting"] == "lr=0.0003"
+    assert held[("ga", "adamw")]["n_seeds"] == 4  # seeds 1, 2 of both targets
+    assert next(r for r in rows if r["kind"] == "target")["mean"]["model_utility"] == pytest.approx(0.62)
+    for r in first + second:  # without fingerprints nothing tells the targets apart: the pool decides
+        del r["spec"]["weights"]
+    pooled = unlearned(lb.leaderboard_rows(first + second, METRICS, RANK_BY, select_by=SELECT_BY, select_on_seeds=[0]))
+    assert pooled[("ga", "adamw")]["setting"] == "lr=0.0001"
+
+
 def test_the_chosen_setting_maps_back_to_its_grid_point():
     grid = {"lr": [1e-4, 3e-4], "npo.beta": [0.05, 0.1], "sophia.rho": [1.0], "steps": [10, 20]}
     setting = {"optimizer.lr": 3e-4, "optimizer.rho": 1.0, "method.beta": 0.1, "loop.steps": 20, "loop.epochs": None}

@@ -86,7 +86,8 @@ def test_every_reference_sweep_tunes_each_optimiser_over_the_same_learning_rates
 def test_committed_reference_tables_follow_each_cards_seed_protocol():
     """A card's reference and its committed tables agree: with `select_on_seeds` every unlearned
     row reports exactly the held-out seeds (the tables were regenerated after the card changed),
-    and the notes say which seeds chose; without it every row has the card's seeds."""
+    and the notes say which seeds chose; without it every row has the card's seeds (× its
+    embedded targets)."""
     from soul_bench import registry
 
     for name in registry.builtin_task_names():
@@ -97,7 +98,8 @@ def test_committed_reference_tables_follow_each_cards_seed_protocol():
         with open(table / "leaderboard.csv", newline="") as handle:
             unlearned = [row for row in csv.DictReader(handle) if row["kind"] == "unlearned"]
         held_out = [s for s in reference.seeds if s not in (reference.select_on_seeds or [])]
-        assert unlearned and {row["n_seeds"] for row in unlearned} == {str(len(held_out))}, name
+        pairs = len(held_out) * len(reference.prepare_seeds)  # each (embedded target, seed) is a seed
+        assert unlearned and {row["n_seeds"] for row in unlearned} == {str(pairs)}, name
         chosen_on = "Settings chosen on seed"
         for md in ("leaderboard.md", "fo_vs_so.md"):
             assert (chosen_on in (table / md).read_text()) == bool(reference.select_on_seeds), (name, md)

@@ -199,10 +199,21 @@ def test_reproduce_pools_targets_of_several_prepare_seeds(tmp_path, capsys):
         for path in (tmp_path / "runs" / "tofu" / f"prepare-{prepare_seed}" / "records").glob("*-target-*.json"):
             targets.add(json.loads(path.read_text())["spec"]["weights"]["target"])
     assert len(targets) == 2  # another prepare seed is another target model
+    # the grid (three lrs) ran on the first target's seed 0 only; the second target ran the choice
+    # on the held-out seed alone, so the choice never saw it
+    lrs = {}
+    for prepare_seed in (0, 1):
+        for path in (tmp_path / "runs" / "tofu" / f"prepare-{prepare_seed}" / "records").glob("*-unlearned-*.json"):
+            r = json.loads(path.read_text())
+            lrs.setdefault((prepare_seed, r["optimizer"], r["seed"]), []).append(r["spec"]["hparams"]["optimizer"]["lr"])
+    assert {key: len(values) for key, values in lrs.items()} == {
+        (0, "adamw", 0): 3, (0, "sophia", 0): 3, (0, "adamw", 1): 1, (0, "sophia", 1): 1,
+        (1, "adamw", 1): 1, (1, "sophia", 1): 1}
+    assert lrs[(1, "adamw", 1)] == lrs[(0, "adamw", 1)] and lrs[(1, "sophia", 1)] == lrs[(0, "sophia", 1)]
     rows = {(r["kind"], r["method"], r["optimizer"]): r for r in csv.DictReader(open(tables / "tofu" / "leaderboard.csv"))}
     assert rows[("target", "", "")]["n_seeds"] == "2" and rows[("unlearned", "ga", "sophia")]["n_seeds"] == "2"
     fo = next(csv.DictReader(open(tables / "tofu" / "fo_vs_so.csv")))
-    assert fo["seeds"].split() == ["T0s1", "T1s1"]  # chosen on seed 0 of both targets, reported on seed 1
+    assert fo["seeds"].split() == ["T0s1", "T1s1"]  # chosen on the first target's seed 0, reported on seed 1 of both
 
 
 def test_report_select_by_replaces_the_cards_rule(tmp_path, capsys):

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from soul_bench.report.columns import (DEFAULT_TRADEOFF, MISSING, LeaderboardError, MetricColumn, as_number,
                                        format_cell, format_value, headline_columns, md_escape, metric_columns,
-                                       tradeoff_axes)
+                                       target_weights, tradeoff_axes)
 from soul_bench.report.figures import FIG_DPI, draw_interval, pareto_front, pareto_staircase, tradeoff_scatter
 from soul_bench.report.files import atomic_write
 from soul_bench.report.ranking import RankRule, best_cells, rank_rule, target_row
@@ -214,7 +214,12 @@ def setting_rows(records: Iterable[Mapping], metrics: Iterable[Any], rank_by: An
     baselines = sorted((r for r in rows if r["kind"] != "unlearned"), key=lambda r: (baseline_order(r["kind"]), _name_key(r)))
     select_rule = rank_rule(rank_by if select_by is None else select_by, columns)
     cells = [r for r in rows if r["kind"] == "unlearned"]
-    select_settings(cells, select_rule, target_row(baselines) if select_rule.require else None)
+    reference = None
+    if select_rule.require:
+        reference = target_row(baselines)
+        if choose_on is not None:
+            reference = _selection_target_row(records, groups, columns, level) or reference
+    select_settings(cells, select_rule, reference)
     if choose_on is None:
         return baselines + cells
     seeds = ", ".join(str(s) for s in sorted(choose_on, key=str))
@@ -231,6 +236,17 @@ def setting_rows(records: Iterable[Mapping], metrics: Iterable[Any], rank_by: An
             row["held_out"] = True
             reported.append(row)
     return baselines + cells + reported
+
+
+def _selection_target_row(records: list[Mapping], selection: Mapping[tuple, list[dict]], columns: list,
+                          level: float) -> dict | None:
+    """The target row of the target models the selection records came from (by their weights'
+    fingerprints): a held-out protocol over several embedded targets chooses on the first one, so
+    a requirement relative to the target must read that target, not the pool of all of them.
+    None when the records carry no fingerprints (then the pooled target row stands)."""
+    used = {target_weights(r) for key, recs in selection.items() if key[0] == "unlearned" for r in recs}
+    targets = [dict(r) for r in records if r.get("kind") == "target" and target_weights(r) in used - {None}]
+    return _build_row("target", None, None, targets, columns, level) if targets else None
 
 
 def chosen_settings(records: Iterable[Mapping], metrics: Iterable[Any], rank_by: Any,
