@@ -404,7 +404,7 @@ def main() -> None:
         raise
 
 
-# --------------------------------------------------------------------------- TOFU eval logs in / out
+# --------------------------------------------------------------------------- upstream eval logs in / out
 # (defined before the __main__ guard so that `python -m soul_bench.cli` has them too)
 
 
@@ -419,13 +419,15 @@ def import_(
                                                      "KS test against them; without it, forget quality is empty"),
     seed: Optional[int] = typer.Option(None, help="seed of the imported run (imports of one --name share a row)"),
     forget_split: Optional[str] = typer.Option(None, help="forget split of the logs (default: the forgetXX in PATH)"),
+    task: str = typer.Option("tofu", help="the task whose eval-log formats PATH is in"),
 ):
-    """Import TOFU eval logs (locuslab/tofu or open-unlearning) as records; TOFU's metrics are
-    recomputed by the tofu task's own functions. `soul-bench report RUN_DIR` shows them."""
-    from soul_bench.interop.tofu_logs import import_records
+    """Import another code base's eval logs as records — for tofu: TOFU eval logs (locuslab/tofu or
+    open-unlearning), whose metrics are recomputed by the tofu task's own functions. `soul-bench
+    report RUN_DIR` shows them."""
+    from soul_bench import registry
     from soul_bench.results import record_path, write_json_atomic
 
-    records = import_records(path, retain, name=name, seed=seed, forget_split=forget_split)
+    records = registry.load_task(task).import_results(path, retain, name=name, seed=seed, forget_split=forget_split)
     for record in records:  # everything was read and checked above: bad input writes nothing
         write_json_atomic(record_path(out, record["cell_id"]), record)
     for record in records:
@@ -441,9 +443,9 @@ def export(
     run_dir: Path = typer.Argument(..., help="a run folder (holds records/) with TOFU records"),
     out: Path = typer.Option(..., help="where to write one TOFU eval-log folder per record"),
 ):
-    """Write each TOFU record as TOFU eval logs (eval_log*.json + eval_log_aggregated.json), readable
-    by TOFU's aggregate_eval_stat.py."""
-    from soul_bench.interop.tofu_logs import export_records
+    """Write each record in its task's upstream eval-log format — for tofu: TOFU eval logs
+    (eval_log*.json + eval_log_aggregated.json), readable by TOFU's aggregate_eval_stat.py."""
+    from soul_bench import registry
     from soul_bench.report.leaderboard import load_records
 
     if not (run_dir / "records").is_dir():
@@ -452,7 +454,10 @@ def export(
         records = load_records(run_dir)
     except ValueError as exc:  # LeaderboardError: a corrupt record
         raise UserError(str(exc)) from exc
-    written, skipped = export_records(records, out)
+    tasks = sorted({str(r.get("task")) for r in records})
+    if len(tasks) > 1:
+        raise UserError(f"'{run_dir}' holds records of several tasks ({', '.join(tasks)}); export one task's run folder")
+    written, skipped = registry.load_task(tasks[0] if tasks else "tofu").export_results(records, out)
     if skipped:
         console.print(f"skipped {len(skipped)} record(s) without results: {', '.join(skipped)}", soft_wrap=True,
                       highlight=False)

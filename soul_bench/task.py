@@ -254,6 +254,19 @@ class Task:
         accuracy over whichever hazard benchmarks ran. Default: none."""
         return {}
 
+    def import_results(self, path: Path, retain_path: Path | None = None, *, name: str, seed: int | None = None,
+                       forget_split: str | None = None) -> list[dict]:
+        """Records (kind ``imported``) from another code base's eval logs at ``path`` (``soul-bench
+        import``), ``retain_path`` the retain model's logs; every input is read and checked before
+        anything is returned, bad input is a :class:`UserError`. Default: the task reads none."""
+        raise UserError(f"task '{self.name}' reads no other code base's eval logs (soul-bench import)")
+
+    def export_results(self, records: list[dict], folder: Path) -> tuple[dict[str, Path], list[str]]:
+        """Write this task's records in another code base's eval-log format under ``folder``
+        (``soul-bench export``) → ({cell id: where it went}, [cell ids skipped: no results]).
+        Default: the task writes none."""
+        raise UserError(f"task '{self.name}' writes no other code base's eval logs (soul-bench export)")
+
     def check_models(self, metrics_by_model: dict[str, dict], checks: list[CheckSpec]) -> None:
         """Raise ModelCheckError, naming the first check that fails, if the prepared embedded models
         are not fit for the protocol (card ``embedded.checks``; a preset may replace the list).

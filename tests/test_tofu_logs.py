@@ -1,5 +1,5 @@
-"""soul_bench.interop.tofu_logs and `soul-bench import` / `export`: TOFU eval logs (locuslab/tofu,
-open-unlearning) in and out.
+"""tasks/tofu/logs.py and `soul-bench import` / `export`: TOFU eval logs (locuslab/tofu,
+open-unlearning) in and out, through the tofu task's ``import_results`` / ``export_results``.
 
 The fixture is two items per eval set with losses that are logs of simple numbers, so every
 metric is worked out by hand below (the expected values are literals, not calls to the code).
@@ -16,9 +16,12 @@ import pytest
 
 from cli_helpers import run_cli
 from soul_bench.errors import UserError
-from soul_bench.interop import tofu_logs as T
+from soul_bench.registry import load_task, task_folders
 from soul_bench.report import leaderboard as lb
 from soul_bench.report.rows import baseline_label
+from soul_bench.task import load_sibling
+
+T = load_sibling(str(task_folders()["tofu"] / "task.py"), "logs")  # the module the task delegates to
 
 ln = math.log
 
@@ -332,7 +335,7 @@ def test_cli_import_report_export(tmp_path, capsys, logs, retain_logs):
     assert code == 0, err
     (folder,) = (tmp_path / "exported").iterdir()
     assert folder.name == path.stem
-    (again,) = T.import_records(folder, retain_logs, name="GA")
+    (again,) = load_task("tofu").import_results(folder, retain_logs, name="GA")  # what `import` calls
     assert again["metrics"] == json.loads(path.read_text())["metrics"]
 
 
@@ -344,7 +347,9 @@ def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys
     for args in (["import", tmp_path / "nowhere", "--name", "GA", "--out", run],
                  ["import", logs, "--name", "GA", "--retain", tmp_path / "nowhere", "--out", run],
                  ["import", junk, "--name", "GA", "--out", run],  # a folder without TOFU logs
-                 ["import", junk / "results.json", "--name", "GA", "--out", run]):
+                 ["import", junk / "results.json", "--name", "GA", "--out", run],
+                 ["import", logs, "--name", "GA", "--out", run, "--task", "wmdp"],  # a task without an importer
+                 ["import", logs, "--name", "GA", "--out", run, "--task", "nosuch"]):
         code, out, err = run_cli(args, capsys)
         assert code == 2, (args, out, err)
         assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")

@@ -26,7 +26,8 @@ CI_LEVEL = 0.95
 # Labels of the baselines TOFU has always had, for records that do not carry a baseline_label.
 BASELINE_NOTES = {"target": "target (no unlearning)", "retain": "retain (oracle)"}
 
-# The kind of records made by ``soul_bench.interop`` from another code base's eval logs.
+# The kind of records a task imports from another code base's eval logs (`soul-bench import`,
+# ``Task.import_results``).
 IMPORTED_KIND = "imported"
 
 

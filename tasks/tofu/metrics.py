@@ -291,7 +291,7 @@ def eval_set_metrics(split: str, gt_avg_nll, correct_avg_nll, perturbed_avg_nll,
     """The four numbers TOFU reports for one eval set, from its per-item values.
 
     Shared by the task's own evaluation and by the importer of TOFU / open-unlearning eval
-    logs (``soul_bench.interop.tofu_logs``), so both give the same numbers from the same inputs.
+    logs (``logs.py`` in this folder), so both give the same numbers from the same inputs.
     As ``locuslab/tofu`` ``aggregate_eval_stat.py`` (``get_model_utility``):
 
     * ``<split>/prob``: mean exp(-gt) on the sets in :data:`PARAPHRASED_SETS` (forget, retain),

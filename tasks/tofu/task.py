@@ -203,7 +203,7 @@ class Tofu(Task):
             texts = generations[cursor : cursor + len(items)]
             cursor += len(items)
             rouge = M.rouge_l_recall(texts, [item["answer"] for item in items])
-            # the same function turns imported TOFU eval logs into metrics (soul_bench.interop)
+            # the same function turns imported TOFU eval logs into metrics (logs.py)
             set_metrics, stat = TM.eval_set_metrics(name, gt, correct, pert, rouge, mean=options.truth_ratio_mean)
             results.update(set_metrics)
             per_item[name] = {  # the per-item values TOFU's eval logs keep, by item index
@@ -259,6 +259,14 @@ class Tofu(Task):
                TM.forget_quality(per_item["forget"]["truth_ratio_stat"], reference["forget"]["truth_ratio_stat"])}
         out.update(mia.reference_probes(per_item.get("mia"), (reference or {}).get("mia")))
         return out
+
+    # TOFU's own eval logs (locuslab/tofu, open-unlearning) in and out: logs.py
+    def import_results(self, path, retain_path=None, *, name, seed=None, forget_split=None) -> list[dict]:
+        return load_sibling(__file__, "logs").import_records(path, retain_path, name=name, seed=seed,
+                                                             forget_split=forget_split)
+
+    def export_results(self, records, folder):
+        return load_sibling(__file__, "logs").export_records(records, folder)
 
 
 def load(card):

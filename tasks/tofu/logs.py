@@ -1,4 +1,5 @@
-"""TOFU eval logs ↔ soul-bench records: import another code base's TOFU results, export ours.
+"""TOFU eval logs ↔ soul-bench records: import another code base's TOFU results, export ours
+(`soul-bench import` / `export`, through ``TofuTask.import_results`` / ``export_results``).
 
 Two formats are read; both were learnt from the reference code (formats only, no code copied).
 
@@ -39,7 +40,6 @@ same per-item numbers are equal.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
@@ -346,28 +346,18 @@ def _number_rows(values: list, index: list[str], where: Any, field: str) -> list
 # =========================================================================== metrics
 
 
-@functools.lru_cache(maxsize=1)
-def _tofu_task_folder() -> Path:
-    from soul_bench import registry
-
-    folders = registry.task_folders()
-    if TASK not in folders:
-        raise UserError("the tofu task is not installed (no 'tofu' in the soul_bench.tasks entry points)")
-    return folders[TASK]
-
-
 def tofu_metric_functions():
-    """``tasks/tofu/metrics.py``: the very module the tofu task evaluates with (``load_sibling``
+    """``metrics.py`` of this folder: the very module the tofu task evaluates with (``load_sibling``
     returns one module object per file)."""
     from soul_bench.task import load_sibling
 
-    return load_sibling(str(_tofu_task_folder() / "task.py"), "metrics")
+    return load_sibling(__file__, "metrics")
 
 
 def _card_section(name: str) -> dict:
     from soul_bench.card import read_card
 
-    return read_card(_tofu_task_folder() / "task.yaml").get(name) or {}
+    return read_card(Path(__file__).with_name("task.yaml")).get(name) or {}
 
 
 def card_truth_ratio_mean() -> str:
