@@ -244,8 +244,8 @@ def _selection_target_row(records: list[Mapping], selection: Mapping[tuple, list
     fingerprints): a held-out protocol over several embedded targets chooses on the first one, so
     a requirement relative to the target must read that target, not the pool of all of them.
     None when the records carry no fingerprints (then the pooled target row stands)."""
-    used = {target_weights(r) for key, recs in selection.items() if key[0] == "unlearned" for r in recs}
-    targets = [dict(r) for r in records if r.get("kind") == "target" and target_weights(r) in used - {None}]
+    used = {target_weights(r) for key, recs in selection.items() if key[0] == "unlearned" for r in recs} - {None}
+    targets = [dict(r) for r in records if r.get("kind") == "target" and target_weights(r) in used]
     return _build_row("target", None, None, targets, columns, level) if targets else None
 
 

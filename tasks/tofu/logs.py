@@ -1,5 +1,5 @@
 """TOFU eval logs ↔ soul-bench records: import another code base's TOFU results, export ours
-(`soul-bench import` / `export`, through ``TofuTask.import_results`` / ``export_results``).
+(`soul-bench import` / `export`, through ``Tofu.import_results`` / ``export_results`` in task.py).
 
 Two formats are read; both were learnt from the reference code (formats only, no code copied).
 
