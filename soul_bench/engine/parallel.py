@@ -32,6 +32,7 @@ environment of ``accelerate launch``, ``torchrun``, Slurm and MPI launchers).
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from dataclasses import dataclass
@@ -56,6 +57,20 @@ class DataParallel(torch.nn.parallel.DistributedDataParallel):
             return getattr(self.module, name)
 
 
+def leave_together() -> None:
+    """At exit: wait for every process, then tear the process group down. A process that exits
+    while the group is still up closes its sockets under the others; gloo may then abort a peer
+    that is still shutting down (SIGABRT in the main process, seen after a successful sweep)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    try:
+        torch.distributed.barrier()
+    except RuntimeError:
+        pass  # a peer is gone: the run has failed already and says so; nothing left to wait for
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 @dataclass
 class Processes:
     """This process's place among the data-parallel processes (one process: rank 0 of 1, and every
@@ -78,6 +93,7 @@ class Processes:
         from accelerate import PartialState
 
         state = PartialState(cpu=cpu or not torch.cuda.is_available(), timeout=WAIT_FOR_MAIN)
+        atexit.register(leave_together)  # (registering twice is harmless: the second call finds no group)
         device = state.device if state.device.type != "cpu" else torch.device("cpu")  # not "cpu:0"
         sharded = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
         return cls(rank=state.process_index, world_size=state.num_processes, device=device, sharded=sharded)
