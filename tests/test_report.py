@@ -518,3 +518,33 @@ def test_several_targets_pool_as_seeds_when_asked(tmp_path):
     # the same shift on both sides: the paired differences 0.09, 0.23, 0.27 twice
     assert fo["n"] == "6" and float(fo["mean_diff"]) == pytest.approx((0.09 + 0.23 + 0.27) / 3)
     assert fo["seeds"].split() == ["T0s0", "T0s1", "T0s2", "T1s0", "T1s1", "T1s2"]
+
+
+def test_pooled_targets_show_the_paired_difference_within_each_target(tmp_path):
+    """A gap that one target makes larger than the other: the pooled Δ averages them, the
+    per-target column shows each (T0: the fixture's 0.09, 0.23, 0.27; T1: each 0.3 larger)."""
+    records = fixture_records()
+    for r in records:
+        r.setdefault("spec", {})["weights"] = {"target": "sha256:aaaa"}
+    other = json.loads(json.dumps(records))
+    for r in other:
+        r["spec"]["weights"]["target"] = "sha256:cccc"
+        r["cell_id"] += "-other"
+        if (r["kind"], r.get("method"), r.get("optimizer")) == ("unlearned", "ga", "sophia"):
+            r["metrics"]["forget_quality"] += 0.3
+    runs = [write_run(tmp_path / "a", records), write_run(tmp_path / "b", other)]
+    paths = build_report(runs, tmp_path / "rep", METRICS, RANK_BY, "pooled", TRADEOFF, figures_too=False,
+                         across_targets=True)
+    fo = next(r for r in csv.DictReader(open(paths["fo_vs_so.csv"]))
+              if (r["method"], r["optimizer"], r["metric"]) == ("ga", "sophia", "forget_quality"))
+    t0 = (0.09 + 0.23 + 0.27) / 3
+    assert [float(d) for d in fo["mean_diff_by_target"].split()] == pytest.approx([t0, t0 + 0.3])
+    assert float(fo["mean_diff"]) == pytest.approx(t0 + 0.15)
+    md = paths["fo_vs_so.md"].read_text(encoding="utf-8")
+    assert "Δ per target (T0 / T1)" in md and "Pooled over target models" in md
+    line = next(ln for ln in md.splitlines() if ln.startswith("| ga | sophia | Forget quality ↑"))
+    assert "| +0.197 / +0.497 |" in line
+    # one target: no per-target column, an empty CSV field
+    single = build_report([runs[0]], tmp_path / "one", METRICS, RANK_BY, "one", TRADEOFF, figures_too=False)
+    assert "Δ per target" not in single["fo_vs_so.md"].read_text(encoding="utf-8")
+    assert all(r["mean_diff_by_target"] == "" for r in csv.DictReader(open(single["fo_vs_so.csv"])))

@@ -188,7 +188,8 @@ def conflicts_markdown(conflicts: Sequence[Conflict]) -> str:
 
 
 FO_FIELDS = ["method", "optimizer", "baseline", "metric", "direction", "n", "seeds", "mean_optimizer",
-             "mean_baseline", "mean_diff", "ci_low", "ci_high", "p_ttest", "p_wilcoxon", "favours"]
+             "mean_baseline", "mean_diff", "ci_low", "ci_high", "p_ttest", "p_wilcoxon", "favours",
+             "mean_diff_by_target"]  # pooled targets: "T0 T1 …" order, space-separated; else empty
 
 
 def _signed(value: Any) -> str:
@@ -202,18 +203,25 @@ def fo_vs_so_markdown(rows: Sequence[Mapping], title: str, baseline: str, level:
     ``held_out``: how the settings were chosen on other seeds (:func:`tuning.held_out_note`)."""
     b = display_name(baseline)
     pct = f"{level * 100:g} %"
+    n_targets = max((len(r.get("by_target") or ()) for r in rows), default=0)
+    by_target = [f"Δ per target ({' / '.join(f'T{t}' for t in range(n_targets))})"] if n_targets else []
     header = ["Method", "Optimizer", "Metric", "n", "Optimizer mean", f"{b} mean", f"Δ (opt − {b})",
-              f"{pct} CI of Δ", "p (paired t)", "p (Wilcoxon)", "Favours"]
+              *by_target, f"{pct} CI of Δ", "p (paired t)", "p (Wilcoxon)", "Favours"]
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |",
-             "|" + "|".join([":---"] * 3 + ["---:"] * 4 + [":---:", "---:", "---:", ":---"]) + "|"]
+             "|" + "|".join([":---"] * 3 + ["---:"] * (4 + len(by_target)) + [":---:", "---:", "---:", ":---"]) + "|"]
     for r in rows:
         ci = f"[{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]" if r["ci_low"] is not None else NA
+        per_target = [" / ".join(_signed(d) if d is not None else NA for d in r.get("by_target") or ())] if n_targets else []
         cells = [str(r["method"]), str(r["optimizer"]), f"{r['label']} {_arrow(r)}", str(r["n"]),
-                 format_value(r["mean_a"]), format_value(r["mean_b"]), _signed(r["mean_diff"]), ci,
+                 format_value(r["mean_a"]), format_value(r["mean_b"]), _signed(r["mean_diff"]), *per_target, ci,
                  format_p(r["p_value"]), format_p(r["p_wilcoxon"]), str(r["favours"] or MISSING)]
         lines.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
     if not rows:
         lines.append(f"| {MISSING} | | | | | | | | | | no method has both {baseline} and another optimizer |")
+    per_target_note = (" Pooled over target models: pairs are (target, seed) — T0s1 = seed 1 of the first target — and "
+                       "Δ per target is the paired mean within each target. Pairs of one target share its "
+                       "idiosyncrasies, so the pooled CI and p-values count them as more independent than they are; "
+                       "a direction that holds within every target is the one to trust.") if n_targets else ""
     ideal = "; →v closer to v is better" if any(r.get("ideal") is not None for r in rows) else ""
     lines += ["", (f"Each optimizer vs {baseline} for the same method, paired by seed (successful seeds both have). "
                    f"Δ = mean over paired seeds of (optimizer − {baseline}); CI = {pct} Student-t interval of the "
@@ -221,7 +229,7 @@ def fo_vs_so_markdown(rows: Sequence[Mapping], title: str, baseline: str, level:
                    f"we report; p (Wilcoxon) = two-sided Wilcoxon signed-rank test, as a distribution-free check; "
                    f"{NA} with fewer than {MIN_PAIRED} paired seeds. Favours = the optimizer with the better mean in "
                    f"the metric's direction (↑ higher / ↓ lower is better{ideal}). "
-                   f"No multiple-comparison correction."
+                   f"No multiple-comparison correction." + per_target_note
                    + (" Each optimizer at its own tuned setting (the leaderboard's Setting column; every setting "
                       "in tuning.md)." if tuned else "") + held_out), ""]
     return "\n".join(lines)
@@ -251,7 +259,8 @@ def fo_vs_so_csv(rows: Sequence[Mapping]) -> str:
                          "seeds": " ".join(str(s) for s in r["seeds"]), "mean_optimizer": num(r["mean_a"]),
                          "mean_baseline": num(r["mean_b"]), "mean_diff": num(r["mean_diff"]),
                          "ci_low": num(r["ci_low"]), "ci_high": num(r["ci_high"]), "p_ttest": num(r["p_value"]),
-                         "p_wilcoxon": num(r["p_wilcoxon"]), "favours": r["favours"] or ""})
+                         "p_wilcoxon": num(r["p_wilcoxon"]), "favours": r["favours"] or "",
+                         "mean_diff_by_target": " ".join(num(d) for d in r.get("by_target") or ())})
     return buf.getvalue()
 
 

@@ -152,7 +152,9 @@ def optimizer_comparison_rows(records: Iterable[Mapping], metrics: Iterable[Mapp
     mean is better in the metric's sense — for an ideal-valued metric the one whose paired mean is
     closer to the ideal (``None`` on a tie or with no pairs). The difference and its test stay on
     the raw values either way: "closer to 0.5" is a statement about means, not about Δ's sign.
-    Methods without a baseline cell give no rows.
+    ``by_target``: with records of several target models (paired by (target, seed)), the mean
+    difference within each target (:func:`_mean_diff_by_target`); else []. Methods without a
+    baseline cell give no rows.
     """
     specs = headline_columns(metric_columns(metrics))
     by_cell: dict[tuple[str, str], dict[Any, Mapping]] = {}
@@ -174,11 +176,24 @@ def optimizer_comparison_rows(records: Iterable[Mapping], metrics: Iterable[Mapp
                 a = {s: as_number((r.get("metrics") or {}).get(m.name)) for s, r in cell.items()}
                 b = {s: as_number((r.get("metrics") or {}).get(m.name)) for s, r in base.items()}
                 cmp = paired_comparison(a, b, level)
+                cmp["by_target"] = _mean_diff_by_target(cmp["seeds"], a, b, len(targets))
                 rows.append({"method": method, "optimizer": optimizer, "baseline": baseline_optimizer,
                              "metric": m.name, "label": m.label, "higher": m.higher, "ideal": m.ideal,
                              "arrow": m.arrow, "better": m.better,
                              "favours": _favoured(cmp, m.higher, m.score, optimizer, baseline_optimizer), **cmp})
     return rows
+
+
+def _mean_diff_by_target(pairs: Sequence[Any], a: Mapping[Any, float], b: Mapping[Any, float],
+                         n_targets: int) -> list[float | None]:
+    """Pooled over several targets: the mean paired difference within each target ("T0s1", "T0s2"
+    → target 0), in target order (None for a target without pairs); one target: []. Pairs of one
+    target share its idiosyncrasies, so the pooled test counts them as more independent than they
+    are; a direction that holds within every target is the one to trust."""
+    if n_targets < 2:
+        return []
+    return [statistics.fmean(diffs) if (diffs := [a[p] - b[p] for p in pairs if str(p).startswith(f"T{t}s")]) else None
+            for t in range(n_targets)]
 
 
 def _favoured(cmp: Mapping[str, Any], higher: bool | None, score: Any, optimizer: str, baseline: str) -> str | None:
