@@ -544,6 +544,12 @@ def test_pooled_targets_show_the_paired_difference_within_each_target(tmp_path):
     assert "Δ per target (T0 / T1)" in md and "Pooled over target models" in md
     line = next(ln for ln in md.splitlines() if ln.startswith("| ga | sophia | Forget quality ↑"))
     assert "| +0.197 / +0.497 |" in line
+    # T0 is the first run folder's target, whatever its fingerprint (reproduce: prepare seed 0)
+    swapped = build_report(runs[::-1], tmp_path / "swapped", METRICS, RANK_BY, "pooled", TRADEOFF, figures_too=False,
+                           across_targets=True)
+    fo = next(r for r in csv.DictReader(open(swapped["fo_vs_so.csv"]))
+              if (r["method"], r["optimizer"], r["metric"]) == ("ga", "sophia", "forget_quality"))
+    assert [float(d) for d in fo["mean_diff_by_target"].split()] == pytest.approx([t0 + 0.3, t0])
     # one target: no per-target column, an empty CSV field
     single = build_report([runs[0]], tmp_path / "one", METRICS, RANK_BY, "one", TRADEOFF, figures_too=False)
     assert "Δ per target" not in single["fo_vs_so.md"].read_text(encoding="utf-8")

@@ -218,7 +218,8 @@ def fo_vs_so_markdown(rows: Sequence[Mapping], title: str, baseline: str, level:
         lines.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
     if not rows:
         lines.append(f"| {MISSING} | | | | | | | | | | no method has both {baseline} and another optimizer |")
-    per_target_note = (" Pooled over target models: pairs are (target, seed) — T0s1 = seed 1 of the first target — and "
+    per_target_note = (" Pooled over target models: pairs are (target, seed) — T0s1 = seed 1 of the first run folder's "
+                       "target (a reference's prepare seed 0) — and "
                        "Δ per target is the paired mean within each target. Pairs of one target share its "
                        "idiosyncrasies, so the pooled CI and p-values count them as more independent than they are; "
                        "a direction that holds within every target is the one to trust.") if n_targets else ""

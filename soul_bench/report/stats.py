@@ -159,8 +159,9 @@ def optimizer_comparison_rows(records: Iterable[Mapping], metrics: Iterable[Mapp
     specs = headline_columns(metric_columns(metrics))
     by_cell: dict[tuple[str, str], dict[Any, Mapping]] = {}
     records = [r for r in records if record_kind(r) == "unlearned" and r.get("status") == "ok"]
-    # records pooled over several target models pair by (target, seed): "T1s0" = seed 0 of the second target
-    targets = sorted({str(target_weights(r)) for r in records})
+    # records pooled over several target models pair by (target, seed): "T1s0" = seed 0 of the second
+    # target, in the order the records come (the run folders' order: reproduce's prepare seeds 0, 1, …)
+    targets = list(dict.fromkeys(str(target_weights(r)) for r in records))
     for r in records:
         pair = r.get("seed") if len(targets) < 2 else f"T{targets.index(str(target_weights(r)))}s{r.get('seed')}"
         by_cell.setdefault((str(r.get("method")), str(r.get("optimizer"))), {})[pair] = r
