@@ -139,7 +139,9 @@ def test_the_chosen_setting_maps_back_to_its_grid_point():
 
 @pytest.mark.slow  # ~1 min: a micro target, a two-lr grid on seed 0, the chosen lr on seed 1
 def test_reproduce_runs_the_grid_on_the_selection_seeds_and_only_the_choice_on_the_rest(tmp_path, capsys):
+    # one embedded target (the card pools two; test_tuning covers that): its records in runs/tofu/records
     code, _, err = run_cli(["reproduce", "embedded", "--task", "tofu", "--preset", "micro", "--seeds", "0,1",
+                            "--prepare-seeds", "0",
                             "--methods", "ga", "--optimizers", "adamw", "--leaderboards", tmp_path / "tables",
                             "--reports", tmp_path / "reports", "--runs", tmp_path / "runs", "--no-progress"], capsys)
     assert code == 0, err

@@ -214,6 +214,7 @@ def test_reproduce_pools_targets_of_several_prepare_seeds(tmp_path, capsys):
     assert rows[("target", "", "")]["n_seeds"] == "2" and rows[("unlearned", "ga", "sophia")]["n_seeds"] == "2"
     fo = next(csv.DictReader(open(tables / "tofu" / "fo_vs_so.csv")))
     assert fo["seeds"].split() == ["T0s1", "T1s1"]  # chosen on the first target's seed 0, reported on seed 1 of both
+    assert len(fo["mean_diff_by_target"].split()) == 2  # and the difference within each target
 
 
 def test_report_select_by_replaces_the_cards_rule(tmp_path, capsys):
