@@ -542,6 +542,8 @@ def test_pooled_targets_show_the_paired_difference_within_each_target(tmp_path):
     assert "Δ per target (T0 / T1)" in md and "Pooled over target models" in md
     line = next(ln for ln in md.splitlines() if ln.startswith("| ga | sophia | Forget quality ↑"))
     assert "| +0.197 / +0.297 |" in line
+    tex = paths["fo_vs_so.tex"].read_text(encoding="utf-8")
+    assert "$\\Delta$ per target" in tex and "& +0.197 / +0.297 &" in tex and "{lllrrrcrr}" in tex
     # T0 is the first run folder's target, whatever its fingerprint (reproduce: prepare seed 0)
     swapped = build_report(runs[::-1], tmp_path / "swapped", METRICS, RANK_BY, "pooled", TRADEOFF, figures_too=False,
                            across_targets=True)

@@ -164,8 +164,10 @@ def fo_vs_so_latex(rows: Sequence[Mapping], title: str, *, level: float = DEFAUL
     """A booktabs table of :func:`stats.optimizer_comparison_rows`: per method × optimizer, each
     headline metric's mean difference (optimizer − baseline) over paired seeds, its t-interval,
     the paired t-test p (bold below ``alpha``) and the Wilcoxon signed-rank p; "n/a" with fewer
-    than three paired seeds."""
+    than three paired seeds. Records pooled over several targets add the mean difference within
+    each target (``by_target``), as the markdown table does."""
     rows = list(rows)
+    n_targets = max((len(r.get("by_target") or ()) for r in rows), default=0)
     baselines = sorted({str(r["baseline"]) for r in rows})
     base = ", ".join(display_name(b) for b in baselines) or "the baseline"
     caption = (f"{escape(title)}. Each optimizer vs {escape(base)} on the same seeds: "
@@ -174,7 +176,11 @@ def fo_vs_so_latex(rows: Sequence[Mapping], title: str, *, level: float = DEFAUL
                f"if $p<{alpha:g}$); $p_W$: Wilcoxon signed-rank; n/a with fewer than 3 paired seeds; "
                f"{UP}/{DOWN}: higher/lower is better; "
                + ("$\\rightarrow v$: the mean closer to $v$ is better; " if any(r.get("ideal") is not None for r in rows)
-                  else "") + "no multiple-comparison correction.")
+                  else "")
+               + (f"$\\Delta$ per target: the paired mean within each target model "
+                  f"({' / '.join(f'T{t}' for t in range(n_targets))}; pairs are (target, seed)); " if n_targets else "")
+               + "no multiple-comparison correction.")
+    per_target_header = "$\\Delta$ per target & " if n_targets else ""
     lines = [
         "% soul-bench FO vs SO comparison; needs \\usepackage{booktabs}",
         "\\begin{table}[t]",
@@ -183,9 +189,10 @@ def fo_vs_so_latex(rows: Sequence[Mapping], title: str, *, level: float = DEFAUL
         f"  \\caption{{{caption}}}",
         f"  \\label{{{_label(label)}}}",
         "  \\setlength{\\tabcolsep}{4pt}",
-        "  \\begin{tabular}{lllrrcrr}",
+        f"  \\begin{{tabular}}{{lllrr{'r' if n_targets else ''}crr}}",
         "    \\toprule",
-        f"    Method & Optimizer & Metric & $n$ & $\\Delta$ & {level * 100:g}\\,\\% CI & $p$ & $p_W$ \\\\",
+        f"    Method & Optimizer & Metric & $n$ & $\\Delta$ & {per_target_header}"
+        f"{level * 100:g}\\,\\% CI & $p$ & $p_W$ \\\\",
         "    \\midrule",
     ]
     previous = None
@@ -203,8 +210,10 @@ def fo_vs_so_latex(rows: Sequence[Mapping], title: str, *, level: float = DEFAUL
         if r["p_value"] is not None and r["p_value"] < alpha:
             p = f"\\textbf{{{p}}}"
         cells = [_name(r["method"]) if first else "", _name(r["optimizer"]) if first else "",
-                 f"{escape(r['label'])} {arrow}", str(r["n"]), number(r["mean_diff"], signed=True), ci, p,
-                 escape(format_p(r["p_wilcoxon"]))]
+                 f"{escape(r['label'])} {arrow}", str(r["n"]), number(r["mean_diff"], signed=True)]
+        if n_targets:
+            cells.append(" / ".join(number(d, signed=True) if d is not None else "n/a" for d in r.get("by_target") or ()))
+        cells += [ci, p, escape(format_p(r["p_wilcoxon"]))]
         lines.append("    " + " & ".join(cells) + " \\\\")
     if not rows:
         lines.append("    \\multicolumn{8}{c}{\\textit{no method has both the baseline and another optimizer}} \\\\")
