@@ -93,7 +93,8 @@ class Processes:
         from accelerate import PartialState
 
         state = PartialState(cpu=cpu or not torch.cuda.is_available(), timeout=WAIT_FOR_MAIN)
-        atexit.register(leave_together)  # (registering twice is harmless: the second call finds no group)
+        atexit.unregister(leave_together)  # once per process, however many sweeps (reproduce) ask
+        atexit.register(leave_together)
         device = state.device if state.device.type != "cpu" else torch.device("cpu")  # not "cpu:0"
         sharded = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
         return cls(rank=state.process_index, world_size=state.num_processes, device=device, sharded=sharded)

@@ -45,7 +45,8 @@ from soul_bench.report.columns import (DEFAULT_TRADEOFF, MISSING, LeaderboardErr
                                        probe_metric_descriptions, record_kind, target_weights, tradeoff_axes)
 from soul_bench.report.files import write_text
 from soul_bench.report.ranking import rank_rule
-from soul_bench.report.stats import DEFAULT_LEVEL, MIN_PAIRED, NA, format_p, optimizer_comparison_rows
+from soul_bench.report.stats import (DEFAULT_LEVEL, MIN_PAIRED, NA, format_p, optimizer_comparison_rows,
+                                     pooled_target_count)
 from soul_bench.report.tuning import held_out_note, is_tuned, selected_records, setting_id, tuning_csv, tuning_markdown
 
 CONFLICT_POLICIES = ("first", "error")
@@ -203,7 +204,7 @@ def fo_vs_so_markdown(rows: Sequence[Mapping], title: str, baseline: str, level:
     ``held_out``: how the settings were chosen on other seeds (:func:`tuning.held_out_note`)."""
     b = display_name(baseline)
     pct = f"{level * 100:g} %"
-    n_targets = max((len(r.get("by_target") or ()) for r in rows), default=0)
+    n_targets = pooled_target_count(rows)
     by_target = [f"Δ per target ({' / '.join(f'T{t}' for t in range(n_targets))})"] if n_targets else []
     header = ["Method", "Optimizer", "Metric", "n", "Optimizer mean", f"{b} mean", f"Δ (opt − {b})",
               *by_target, f"{pct} CI of Δ", "p (paired t)", "p (Wilcoxon)", "Favours"]

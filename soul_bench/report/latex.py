@@ -15,7 +15,7 @@ from soul_bench.report.columns import (MetricColumn, as_number, display_name, fo
                                        metric_columns)
 from soul_bench.report.ranking import best_cells
 from soul_bench.report.rows import baseline_label, check_spread, seeds_text, spread_of
-from soul_bench.report.stats import DEFAULT_LEVEL, format_p
+from soul_bench.report.stats import DEFAULT_LEVEL, format_p, pooled_target_count
 
 DASH = "--"
 UP, DOWN = r"$\uparrow$", r"$\downarrow$"
@@ -167,7 +167,7 @@ def fo_vs_so_latex(rows: Sequence[Mapping], title: str, *, level: float = DEFAUL
     than three paired seeds. Records pooled over several targets add the mean difference within
     each target (``by_target``), as the markdown table does."""
     rows = list(rows)
-    n_targets = max((len(r.get("by_target") or ()) for r in rows), default=0)
+    n_targets = pooled_target_count(rows)
     baselines = sorted({str(r["baseline"]) for r in rows})
     base = ", ".join(display_name(b) for b in baselines) or "the baseline"
     caption = (f"{escape(title)}. Each optimizer vs {escape(base)} on the same seeds: "

@@ -197,6 +197,12 @@ def _mean_diff_by_target(pairs: Sequence[Any], a: Mapping[Any, float], b: Mappin
             for t in range(n_targets)]
 
 
+def pooled_target_count(rows: Iterable[Mapping]) -> int:
+    """How many target models the comparison rows' ``by_target`` differences cover (0: one target,
+    no per-target column)."""
+    return max((len(r.get("by_target") or ()) for r in rows), default=0)
+
+
 def _favoured(cmp: Mapping[str, Any], higher: bool | None, score: Any, optimizer: str, baseline: str) -> str | None:
     """Which of the two the paired means favour (None on a tie or without pairs)."""
     d = cmp["mean_diff"]
