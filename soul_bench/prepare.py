@@ -42,13 +42,37 @@ def embedded_preset(task: Task, preset: str | None, overrides: dict | None = Non
     if name not in embedded.presets:
         raise UserError(f"unknown preset '{name}' for task '{task.name}'; valid: {', '.join(embedded.presets)}")
     chosen = embedded.presets[name]
-    recipe = deep_merge(chosen.model_dump(exclude={"checks", "stages"}), overrides or {})
+    overrides = dict(overrides or {})
+    stage_overrides = overrides.pop("stages", None) or {}
+    recipe = deep_merge(chosen.model_dump(exclude={"checks", "stages"}), overrides)
     recipe["name"] = name
     recipe["checks"] = list(embedded.checks if chosen.checks is None else chosen.checks)
     stages = {stage: spec.model_dump() for stage, spec in embedded.stages.items()}
-    recipe["stages"] = deep_merge(stages, {k: v.model_dump() for k, v in (chosen.stages or {}).items()})
+    stages = deep_merge(stages, {k: v.model_dump() for k, v in (chosen.stages or {}).items()})
+    recipe["stages"] = deep_merge(stages, check_stage_overrides(stage_overrides, stages, f"task '{task.name}' embedded overrides"))
     check_train_keys(recipe.get("train") or {}, recipe["stages"], f"task '{task.name}' embedded preset '{name}'")
     return recipe
+
+
+def check_stage_overrides(overrides: dict, stages: dict[str, dict], where: str) -> dict:
+    """Overrides of the embedded stages (e.g. ``{"target": {"init": "retain"}}``: the target
+    fine-tuned from the retain model): each a mapping of the card's stage keys; a bad one is one line."""
+    from pydantic import ValidationError
+
+    from soul_bench.card import StageSpec
+
+    if not isinstance(overrides, dict):
+        raise UserError(f"{where}: 'stages' must map stage names to {{init, data}}, got {overrides!r}")
+    for name, value in overrides.items():
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: stages.{name} must be a mapping of init, data; got {value!r}")
+        try:
+            StageSpec(**{**stages.get(name, {}), **value})
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise UserError(f"{where}: stages.{name}.{'.'.join(map(str, first['loc']))}: {first['msg']} "
+                            f"(valid keys: init, data)") from None
+    return overrides
 
 
 TRAIN_KEYS = ("epochs", "lr", "batch_size", "warmup_ratio", "seed", "group_by_length")

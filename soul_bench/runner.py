@@ -357,8 +357,13 @@ class Runner:
         if seed is not None:
             parts.append(f"s{seed}")
         cell_id = "-".join(parts + [content_hash(identity)[:8]])
-        return {"schema": 1, "cell_id": cell_id, "kind": kind, "task": self.task.name, "method": method,
-                "optimizer": optimizer, "seed": seed, "spec": identity}
+        record = {"schema": 1, "cell_id": cell_id, "kind": kind, "task": self.task.name, "method": method,
+                  "optimizer": optimizer, "seed": seed, "spec": identity}
+        if self.recipe is not None:
+            # which embedded recipe made the models, outside the identity (the weights' fingerprints
+            # identify them already): a report pooling several targets orders them by prepare seed
+            record["embedded"] = {"preset": self.recipe["name"], "prepare_seed": int(self.recipe.get("train", {}).get("seed", 0))}
+        return record
 
     def harness_tasks(self) -> list[str]:
         if self.spec.harness_tasks is not None:
@@ -449,6 +454,8 @@ class Runner:
             self.console.print(f"Reusing the {kind} model's evaluation of {when} (same weights, data, code and "
                                "settings; --fresh-baselines evaluates again)", highlight=False)
             reused["reused_from"] = str(cache.path(record["cell_id"]))
+            if "embedded" in record:  # evaluations cached before records carried it
+                reused["embedded"] = record["embedded"]
             write_json_atomic(record_path(self.out, record["cell_id"]), reused)
             return reused
         self.console.print(f"Evaluating the {kind} model")

@@ -165,6 +165,22 @@ def test_stage_order_follows_init_and_refuses_circles():
         stage_order({"a": {"init": "b"}, "b": {"init": "a"}})
 
 
+def test_embedded_overrides_reach_the_stages():
+    """--config's ``embedded.stages`` changes a stage of the card's preset (here: the target
+    fine-tuned from the retain model) and keeps the rest; a typo is one line naming it."""
+    from soul_bench.prepare import embedded_preset
+
+    task = load_task("tofu")
+    card_stages = embedded_preset(task, None)["stages"]
+    recipe = embedded_preset(task, None, {"stages": {"target": {"init": "retain"}}, "train": {"target": {"epochs": 6}}})
+    assert recipe["stages"]["target"] == {**card_stages["target"], "init": "retain"}
+    assert recipe["stages"]["retain"] == card_stages["retain"] and recipe["train"]["target"]["epochs"] == 6
+    with pytest.raises(UserError, match=r"stages\.target\.inti: Extra inputs are not permitted \(valid keys: init, data\)"):
+        embedded_preset(task, None, {"stages": {"target": {"inti": "retain"}}})
+    with pytest.raises(UserError, match=r"stages\.extra\.data: Field required"):
+        embedded_preset(task, None, {"stages": {"extra": {"init": "target"}}})
+
+
 def test_the_documented_schema_is_current():
     from soul_bench.card import CardSpec
 

@@ -550,6 +550,15 @@ def test_pooled_targets_show_the_paired_difference_within_each_target(tmp_path):
     fo = next(r for r in csv.DictReader(open(swapped["fo_vs_so.csv"]))
               if (r["method"], r["optimizer"], r["metric"]) == ("ga", "sophia", "forget_quality"))
     assert [float(d) for d in fo["mean_diff_by_target"].split()] == pytest.approx([t0 + 0.1, t0])
+    # records that carry their embedded prepare seed number the targets by it, whatever the folder order
+    for run, seed in zip(runs, (0, 1)):
+        for path in (run / "records").glob("*.json"):
+            path.write_text(json.dumps({**json.loads(path.read_text()), "embedded": {"preset": "tiny", "prepare_seed": seed}}))
+    by_seed = build_report(runs[::-1], tmp_path / "by_seed", METRICS, RANK_BY, "pooled", TRADEOFF, figures_too=False,
+                           across_targets=True)
+    fo = next(r for r in csv.DictReader(open(by_seed["fo_vs_so.csv"]))
+              if (r["method"], r["optimizer"], r["metric"]) == ("ga", "sophia", "forget_quality"))
+    assert [float(d) for d in fo["mean_diff_by_target"].split()] == pytest.approx([t0, t0 + 0.1])
     # one target: no per-target column, an empty CSV field
     single = build_report([runs[0]], tmp_path / "one", METRICS, RANK_BY, "one", TRADEOFF, figures_too=False)
     assert "Δ per target" not in single["fo_vs_so.md"].read_text(encoding="utf-8")

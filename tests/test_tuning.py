@@ -197,7 +197,9 @@ def test_reproduce_pools_targets_of_several_prepare_seeds(tmp_path, capsys):
     targets = set()
     for prepare_seed in (0, 1):
         for path in (tmp_path / "runs" / "tofu" / f"prepare-{prepare_seed}" / "records").glob("*-target-*.json"):
-            targets.add(json.loads(path.read_text())["spec"]["weights"]["target"])
+            record = json.loads(path.read_text())
+            targets.add(record["spec"]["weights"]["target"])
+            assert record["embedded"] == {"preset": "micro", "prepare_seed": prepare_seed}
     assert len(targets) == 2  # another prepare seed is another target model
     # the grid (three lrs) ran on the first target's seed 0 only; the second target ran the choice
     # on the held-out seed alone, so the choice never saw it
@@ -215,6 +217,7 @@ def test_reproduce_pools_targets_of_several_prepare_seeds(tmp_path, capsys):
     fo = next(csv.DictReader(open(tables / "tofu" / "fo_vs_so.csv")))
     assert fo["seeds"].split() == ["T0s1", "T1s1"]  # chosen on the first target's seed 0, reported on seed 1 of both
     assert len(fo["mean_diff_by_target"].split()) == 2  # and the difference within each target
+    assert "Settings chosen on seed 0 of target T0 only" in (tables / "tofu" / "leaderboard.md").read_text()
 
 
 def test_report_select_by_replaces_the_cards_rule(tmp_path, capsys):

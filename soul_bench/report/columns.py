@@ -98,6 +98,27 @@ def target_weights(record: Mapping) -> str | None:
     return weights.get("target") if isinstance(weights, Mapping) else None
 
 
+def prepare_seed(record: Mapping) -> int | None:
+    """The prepare seed of the embedded recipe that made the record's models (None: a given
+    model, or a record that predates the field)."""
+    embedded = record.get("embedded")
+    return embedded.get("prepare_seed") if isinstance(embedded, Mapping) else None
+
+
+def targets_in_order(records: Iterable[Mapping]) -> list[str]:
+    """The distinct target models of ``records`` (their weights' fingerprints, as strings) in the
+    order reports number them T0, T1, …: by the embedded prepare seed where the records carry it
+    (reproduce chooses its settings on prepare seed 0's target), then in the order they come."""
+    first: dict[str, int] = {}
+    seeds: dict[str, int] = {}
+    for index, record in enumerate(records):
+        key = str(target_weights(record))
+        first.setdefault(key, index)
+        if (seed := prepare_seed(record)) is not None:
+            seeds.setdefault(key, seed)
+    return sorted(first, key=lambda key: (seeds.get(key, math.inf), first[key]))
+
+
 # --------------------------------------------------------------------------- metric columns
 
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from soul_bench.report.columns import (DEFAULT_TRADEOFF, MISSING, LeaderboardError, MetricColumn, as_number,
                                        format_cell, format_value, headline_columns, md_escape, metric_columns,
-                                       target_weights, tradeoff_axes)
+                                       record_kind, target_weights, targets_in_order, tradeoff_axes)
 from soul_bench.report.figures import FIG_DPI, draw_interval, pareto_front, pareto_staircase, tradeoff_scatter
 from soul_bench.report.files import atomic_write
 from soul_bench.report.ranking import RankRule, best_cells, rank_rule, target_row
@@ -223,19 +223,35 @@ def setting_rows(records: Iterable[Mapping], metrics: Iterable[Any], rank_by: An
     if choose_on is None:
         return baselines + cells
     seeds = ", ".join(str(s) for s in sorted(choose_on, key=str))
+    chosen_on_targets = _selection_targets(records, groups)
     reported = []
     for cell in cells:
         cell["selection_only"] = True
         cell["chosen_on"] = sorted(choose_on, key=str)
+        if chosen_on_targets:
+            cell["chosen_on_targets"] = chosen_on_targets
         if cell["selected"]:
             recs = held_out.get(("unlearned", cell["method"], cell["optimizer"], cell["setting_id"]), [])
             row = _build_row("unlearned", cell["method"], cell["optimizer"], recs, columns, level,
                              empty_status=f"skipped: the chosen setting has no seed other than the selection seeds ({seeds})")
             row.update({key: cell[key] for key in ("setting_id", "setting_values", "setting", "setting_keys",
                                                    "n_settings", "setting_order", "selected", "chosen_on")})
+            if chosen_on_targets:
+                row["chosen_on_targets"] = chosen_on_targets
             row["held_out"] = True
             reported.append(row)
     return baselines + cells + reported
+
+
+def _selection_targets(records: list[Mapping], selection: Mapping[tuple, list[dict]]) -> list[str] | None:
+    """Pooled over several targets, when the selection seeds' records come from only some of them:
+    those targets' labels ("T0", numbered as the FO-vs-SO table does); else None."""
+    unlearned = [r for r in records if record_kind(r) == "unlearned"]
+    order = targets_in_order(unlearned)
+    used = {str(target_weights(r)) for key, recs in selection.items() if key[0] == "unlearned" for r in recs}
+    if len(order) < 2 or len(used) == len(order):
+        return None
+    return [f"T{index}" for index, target in enumerate(order) if target in used]
 
 
 def _selection_target_row(records: list[Mapping], selection: Mapping[tuple, list[dict]], columns: list,

@@ -25,7 +25,8 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from soul_bench.report.columns import as_number, headline_columns, metric_columns, record_kind, target_weights
+from soul_bench.report.columns import (as_number, headline_columns, metric_columns, record_kind, target_weights,
+                                      targets_in_order)
 
 MIN_PAIRED = 3  # fewer paired seeds than this: no interval, no p-values
 NA = "n/a"
@@ -160,8 +161,8 @@ def optimizer_comparison_rows(records: Iterable[Mapping], metrics: Iterable[Mapp
     by_cell: dict[tuple[str, str], dict[Any, Mapping]] = {}
     records = [r for r in records if record_kind(r) == "unlearned" and r.get("status") == "ok"]
     # records pooled over several target models pair by (target, seed): "T1s0" = seed 0 of the second
-    # target, in the order the records come (the run folders' order: reproduce's prepare seeds 0, 1, …)
-    targets = list(dict.fromkeys(str(target_weights(r)) for r in records))
+    # target (columns.targets_in_order: by prepare seed, else the order the records come)
+    targets = targets_in_order(records)
     for r in records:
         pair = r.get("seed") if len(targets) < 2 else f"T{targets.index(str(target_weights(r)))}s{r.get('seed')}"
         by_cell.setdefault((str(r.get("method")), str(r.get("optimizer"))), {})[pair] = r

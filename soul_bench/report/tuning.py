@@ -150,11 +150,15 @@ def selected_records(records: Iterable[Mapping], rows: Iterable[Mapping],
 
 def chosen_on_seeds(rows: Iterable[Mapping]) -> str | None:
     """'seed 0' / 'seeds 0, 1': the seeds a held-out selection (``select_on_seeds``) chose on, or
-    None when the rows come from an ordinary selection."""
+    None when the rows come from an ordinary selection; 'seed 0 of target T0' when the rows pool
+    several targets and the choice saw only some of them (reproduce chooses on the first)."""
+    rows = list(rows)
     chosen_on = next((r["chosen_on"] for r in rows if r.get("chosen_on")), None)
     if not chosen_on:
         return None
-    return f"seed{'s' if len(chosen_on) > 1 else ''} " + ", ".join(str(s) for s in chosen_on)
+    seeds = f"seed{'s' if len(chosen_on) > 1 else ''} " + ", ".join(str(s) for s in chosen_on)
+    targets = next((r["chosen_on_targets"] for r in rows if r.get("chosen_on_targets")), None)
+    return f"{seeds} of target{'s' if len(targets) > 1 else ''} {', '.join(targets)}" if targets else seeds
 
 
 def held_out_note(rows: Iterable[Mapping]) -> str:
