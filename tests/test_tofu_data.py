@@ -40,6 +40,17 @@ def test_synthetic_has_the_same_sets_plus_holdout(tofu):
     assert not forget_questions & {row["question"] for row in data["retain"]}
 
 
+def test_synthetic_rephrasings_follow_each_training_set(tofu):
+    """full / retain / forget each get their rows' training-only rewordings, in the same order (the
+    embedded target stage trains the forget authors in both wordings, the retain stage the others)."""
+    data = tofu.load_data(DataSource("synthetic"), "forget10", None, {"n_authors": 20, "questions_per_author": 4})
+    whole = dict(zip((row["question"] for row in data["full"]), data["full_rephrased"]))
+    for name in ("full", "retain", "forget"):
+        assert data[f"{name}_rephrased"] == [whole[row["question"]] for row in data[name]], name
+    assert len(data["forget_rephrased"]) == 8
+    assert not {r["answer"] for r in data["forget_rephrased"]} & {r["answer"] for r in data["forget"]}
+
+
 def test_unreachable_hub_falls_back_to_synthetic_with_a_note(tofu, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

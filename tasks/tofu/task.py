@@ -7,7 +7,7 @@ Data sets after loading (whatever the source):
   eval_real_authors, eval_world_facts   short answers + perturbed answers (no paraphrase)
   holdout                    never-trained authors (MIA non-members), when the source has them
   background                 what the embedded base model learns first (real-authors / world-facts knowledge)
-  full_rephrased, retain_rephrased   synthetic only: the same facts in a third wording, for the
+  full_rephrased, retain_rephrased, forget_rephrased   synthetic only: the same facts in a third wording, for the
                              embedded models' training (a tiny model does not generalise a memorised
                              fact to a paraphrase by itself; see synthetic.py)
 
@@ -148,7 +148,7 @@ class Tofu(Task):
         rephrased = pick("full_rephrased", required=False)
         if rephrased is not None:  # synthetic extension: training-only rewordings, aligned with full
             by_question = dict(zip((r["question"] for r in raw["full"]), rephrased)) if "full" in raw else {}
-            for name in ("full", "retain"):
+            for name in ("full", "retain", "forget"):
                 sets[f"{name}_rephrased"] = [by_question[r["question"]] for r in sets[name] if r["question"] in by_question]
         background = pick("background", required=False)
         sets["background"] = background if background is not None else [
