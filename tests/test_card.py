@@ -166,15 +166,18 @@ def test_stage_order_follows_init_and_refuses_circles():
 
 
 def test_embedded_overrides_reach_the_stages():
-    """--config's ``embedded.stages`` changes a stage of the card's preset (here: the target
-    fine-tuned from the retain model) and keeps the rest; a typo is one line naming it."""
+    """--config's ``embedded.stages`` changes a stage of the card's preset (here: the target trained
+    from the base model on every author, TOFU's own recipe) and keeps the rest; a typo is one line
+    naming it."""
     from soul_bench.prepare import embedded_preset
 
     task = load_task("tofu")
     card_stages = embedded_preset(task, None)["stages"]
-    recipe = embedded_preset(task, None, {"stages": {"target": {"init": "retain"}}, "train": {"target": {"epochs": 6}}})
-    assert recipe["stages"]["target"] == {**card_stages["target"], "init": "retain"}
-    assert recipe["stages"]["retain"] == card_stages["retain"] and recipe["train"]["target"]["epochs"] == 6
+    assert card_stages["target"]["init"] == "retain"  # tiny's target: the retain model, fine-tuned further
+    recipe = embedded_preset(task, None, {"stages": {"target": {"init": "base", "data": ["full", "background"]}},
+                                          "train": {"target": {"epochs": 12}}})
+    assert recipe["stages"]["target"] == {"init": "base", "data": ["full", "background"]}
+    assert recipe["stages"]["retain"] == card_stages["retain"] and recipe["train"]["target"]["epochs"] == 12
     with pytest.raises(UserError, match=r"stages\.target\.inti: Extra inputs are not permitted \(valid keys: init, data\)"):
         embedded_preset(task, None, {"stages": {"target": {"inti": "retain"}}})
     with pytest.raises(UserError, match=r"stages\.extra\.data: Field required"):
