@@ -8,7 +8,9 @@ unlearning), then prints, with PASS / FAIL:
 1. Range: forget quality of the target against the retain model ≤ 1e-5 (KS test on the forget
    set's truth ratios), and how many forget items / authors each forget split has;
 2. Exchangeable non-members: every MIA AUC (``mia/*_auc``) of the retain model in 0.5 ± 0.1 —
-   the retain model never saw the forget or the holdout authors, so it cannot tell them apart;
+   the retain model never saw the forget or the holdout authors, so it cannot tell them apart —
+   each with the two-sided p-value of so large a distance from 0.5 by chance (Mann-Whitney, normal
+   approximation), since with 50 + 50 items the band is only ±1.7 sd of a chance AUC;
 3. Headroom: every Prob. / ROUGE / truth ratio of forget, retain, real_authors, world_facts and
    the harness multiple-choice accuracy of the target and the retain model in [0.3, 0.95].
    The retain model's *forget* Prob. / ROUGE are exempt: it never saw the forget authors, so
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -102,10 +105,23 @@ def measure(preset: str | None, forget_split: str, embedded: dict, out: Path, de
             "metrics": {"target": target["metrics"], "retain": retain["metrics"]}}
 
 
+def chance_auc_p(auc: float, n_members: int, n_nonmembers: int) -> float:
+    """Two-sided p-value of an AUC this far from 0.5 when members and non-members are exchangeable:
+    AUC = U / (n1·n2) with U the Mann-Whitney statistic, whose null distribution is close to normal
+    with mean n1·n2/2 and variance n1·n2·(n1 + n2 + 1)/12 (no ties). With 50 + 50 items the AUC's
+    null sd is 0.058, so goal 2's ±0.1 band is ±1.7 sd: p ≈ 0.09 per attack for a retain model
+    that cannot tell the two sets apart — read a value just outside the band with its p."""
+    from scipy.stats import norm
+
+    sd = math.sqrt((n_members + n_nonmembers + 1) / (12.0 * n_members * n_nonmembers))
+    return float(2.0 * norm.sf(abs(auc - 0.5) / sd))
+
+
 def judge(result: dict) -> list[dict]:
     """One row per criterion: goal, model, metric, value, bound, status (PASS / FAIL / EXEMPT)."""
     rows = []
     target, retain = result["metrics"]["target"], result["metrics"]["retain"]
+    sizes = result.get("splits", {}).get(result.get("forget_split"), {})  # forget (members) and holdout items
 
     def row(goal, model, metric, value, bound, ok, note=""):
         status = "EXEMPT" if note and (model, metric) in EXEMPT else ("PASS" if ok else "FAIL")
@@ -118,6 +134,8 @@ def judge(result: dict) -> list[dict]:
         if name.startswith("mia/") and name.endswith("_auc"):
             ok = value is not None and AUC_BAND[0] <= value <= AUC_BAND[1]
             row(2, "retain", name, value, f"in [{AUC_BAND[0]}, {AUC_BAND[1]}]", ok)
+            if value is not None and sizes.get("items") and sizes.get("holdout_items"):
+                rows[-1]["chance_p"] = chance_auc_p(value, sizes["items"], sizes["holdout_items"])
     lo, hi = HEADROOM
     for model, metrics in (("target", target), ("retain", retain)):
         names = [f"{s}/{m}" for s in HEADROOM_SETS for m in HEADROOM_MEASURES]
@@ -162,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         value = "None" if r["value"] is None else f"{r['value']:.3g}"
         print(f"{r['goal']:<5}{r['model']:<8}{r['metric']:<30}{value:>11}  {r['bound']:<16}{r['status']}"
-              + (f"  ({r['note']})" if r["status"] == "EXEMPT" else ""))
+              + (f"  ({r['note']})" if r["status"] == "EXEMPT" else "")
+              + (f"  (p {r['chance_p']:.2f} by chance)" if "chance_p" in r else ""))
     print("\nsummary: " + "  ".join(f"goal {g} {'PASS' if ok else 'FAIL'}" for g, ok in result["goals"].items())
           + f"  (failing criteria: {sum(r['status'] == 'FAIL' for r in rows)} of {len(rows)})")
     if args.json:

@@ -28,7 +28,7 @@ from soul_bench.engine.parallel import Processes
 from soul_bench.engine.probes import PROBES, probe_settings, quantised, relearned
 from soul_bench.errors import UserError
 from soul_bench.models import cache_root, load_model, quiet_transformers, resolve_device, weights_fingerprint
-from soul_bench.prepare import embedded_preset, prepare_embedded
+from soul_bench.prepare import embedded_preset, prepare_embedded, stage_train_settings
 from soul_bench.presets import model_presets, resolve_model
 from soul_bench.report.build import build_report
 from soul_bench.report.leaderboard import leaderboard_rows, summary_table
@@ -362,8 +362,16 @@ class Runner:
         if self.recipe is not None:
             # which embedded recipe made the models, outside the identity (the weights' fingerprints
             # identify them already): a report pooling several targets orders them by prepare seed
-            record["embedded"] = {"preset": self.recipe["name"], "prepare_seed": int(self.recipe.get("train", {}).get("seed", 0))}
+            record["embedded"] = {"preset": self.recipe["name"], "prepare_seed": self.prepare_seed()}
         return record
+
+    def prepare_seed(self) -> int:
+        """The seed the embedded target was trained with: its stage's own ``train.<stage>.seed``
+        when the recipe sets one, else the recipe's shared ``train.seed`` (default 0)."""
+        train, stages = self.recipe.get("train", {}), self.recipe["stages"]
+        target = self.task.card.spec.baselines["target"].stage if "target" in self.task.card.spec.baselines else None
+        settings = stage_train_settings(train, target, stages) if target in stages else train
+        return int(settings.get("seed", 0))
 
     def harness_tasks(self) -> list[str]:
         if self.spec.harness_tasks is not None:

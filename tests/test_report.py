@@ -400,6 +400,20 @@ def test_every_report_file_written(tmp_path):
             assert paths[name].read_bytes()[:5] == b"%PDF-"
 
 
+def test_figure_laid_out_once_for_every_format(tmp_path):
+    """save_figure solves the constrained layout once and reuses it for the PDF: the PNG it writes
+    beside the PDF is the very PNG the figure gives alone, and the PDF's axes sit where the PNG's do."""
+    rows = lb.leaderboard_rows(fixture_records(), METRICS, RANK_BY)
+    alone = figures.save_figure(figures.tradeoff_figure(rows, METRICS, TRADEOFF), tmp_path / "a", "t", formats=("png",))
+    fig = figures.tradeoff_figure(rows, METRICS, TRADEOFF)
+    both = figures.save_figure(fig, tmp_path / "b", "t")
+    assert sorted(both) == ["t.pdf", "t.png"]
+    assert both["t.png"].read_bytes() == alone["t.png"].read_bytes()
+    assert both["t.pdf"].read_bytes()[:5] == b"%PDF-"
+    laid_out = fig.axes[0].get_position().bounds
+    assert laid_out != pytest.approx((0.125, 0.11, 0.775, 0.77))  # not matplotlib's unlaid default box
+
+
 def test_no_mia_no_roc_figures(monkeypatch, tmp_path):
     records = fixture_records(mia=False)
     assert figures.mia_attacks(records) == [] and figures.mia_roc_figure(records, "loss") is None

@@ -255,3 +255,19 @@ def test_a_bad_selection_rule_is_one_line_exit_2(tmp_path, capsys, rule, message
     code, _, err = run_cli(["run", "--preset", "micro", "--methods", "ga", "--optimizers", "adamw", "--config", config,
                             "--out", tmp_path / "runout"], capsys)
     assert code == 2 and message in err and not (tmp_path / "runout").exists()
+
+
+def test_records_name_the_seed_the_target_stage_trained_with(tmp_path):
+    """record["embedded"]["prepare_seed"]: the target stage's own train seed when the recipe sets one
+    (train.target.seed), else the shared train.seed — not another stage's."""
+    from soul_bench.runner import Runner
+
+    def seed_of(embedded):
+        spec = SweepSpec(task="tofu", methods=["ga"], optimizers=["adamw"], preset="micro", embedded=embedded or {},
+                         out=tmp_path / "out", show_progress=False)
+        return Runner(spec).prepare_seed()
+
+    assert seed_of(None) == 0
+    assert seed_of({"train": {"seed": 2}}) == 2
+    assert seed_of({"train": {"seed": 2, "target": {"seed": 5}}}) == 5
+    assert seed_of({"train": {"retain": {"seed": 7}}}) == 0

@@ -131,6 +131,11 @@ def save_figure(fig: "Figure", out_dir: str | Path, stem: str, formats: Sequence
     """Write ``<stem>.png`` / ``<stem>.pdf`` atomically; returns {"<stem>.png": path, ...}."""
     out = Path(out_dir)
     paths = {}
+    if len(formats) > 1 and fig.get_layout_engine() is not None:
+        # Solve the layout once for every format (the constrained-layout solver is most of a
+        # figure's drawing time, and it lays out in inches, so the result is the same in each)
+        fig.draw_without_rendering()
+        fig.set_layout_engine("none")
     for fmt in formats:
         meta = {"Software": None} if fmt == "png" else {"Creator": None, "Producer": None, "CreationDate": None}
         path = out / f"{stem}.{fmt}"
