@@ -384,7 +384,7 @@ def _int(text: str, what: str) -> int:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=False, prog_name="soul-bench")  # also under `python -m soul_bench.cli`
     except UserError as exc:
         Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -396,12 +396,30 @@ def main() -> None:
     except typer.Abort:
         sys.exit(1)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
+        if isinstance(exc, usage_error_types()):  # an unknown option, a missing argument, a bad value
+            Console(stderr=True).print(f"error: {exc.format_message()} ({usage_hint(exc)})", markup=False,
+                                       highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
         raise
+
+
+def usage_error_types() -> tuple[type, ...]:
+    """The command-line parser's own errors: click's, and those of the click that recent typer
+    releases carry inside themselves (typer.TyperException), which are not click's classes."""
+    types = [getattr(typer, "TyperException", None)]
+    try:
+        import click
+
+        types.append(click.exceptions.ClickException)
+    except ImportError:
+        pass
+    return tuple(t for t in types if t is not None)
+
+
+def usage_hint(exc) -> str:
+    context = getattr(exc, "ctx", None)
+    command = context.command_path if context is not None else "soul-bench"
+    return f"'{command} --help' lists what is valid"
 
 
 # --------------------------------------------------------------------------- upstream eval logs in / out

@@ -149,6 +149,11 @@ def test_report_rebuilds_leaderboard_from_records(micro_run, capsys):
     (["run", "--forget-split", "forget07", "--preset", "micro"], "unknown forget split 'forget07'; valid: forget01"),
     (["run", "--preset", "huge"], "unknown preset 'huge'"),
     (["list", "gadgets"], "cannot list 'gadgets'"),
+    # the parser's own errors (typer >= 0.25 carries its own click, whose errors are not click's)
+    (["run", "--bogus", "1"], "error: No such option: --bogus"),
+    (["import", "logs"], "error: Missing option '--name'. ('soul-bench import --help' lists what is valid)"),
+    (["report"], "error: Missing argument 'run_dirs'. ('soul-bench report --help' lists what is valid)"),
+    (["runn"], "error: No such command 'runn'."),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
     out = tmp_path / "out"
