@@ -28,6 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
 GOALS_S = {"cold": 300.0, "warm": 60.0}
 
 
@@ -65,10 +69,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(args, scratch: Path) -> int:
+    from soul_bench.models import cache_root
+
     env = dict(os.environ)
-    if args.cold:
-        env["SOUL_BENCH_CACHE"] = str(scratch / "cache")
-    cache = Path(env.get("SOUL_BENCH_CACHE", Path.home() / ".cache" / "soul-bench"))
+    cache = scratch / "cache" if args.cold else cache_root()
+    env["SOUL_BENCH_CACHE"] = str(cache)
     before = model_folders(cache)
     out = scratch / "run"
     command = [sys.executable, "-m", "soul_bench.cli", "run", "--task", args.task, "--methods", args.methods,
@@ -86,7 +91,7 @@ def measure(args, scratch: Path) -> int:
         trained[folder.name] = float(meta.get("seconds") or 0.0)
     records = [json.loads(p.read_text()) for p in sorted((out / "records").glob("*.json"))]
     result = breakdown(records, trained, wall)
-    mode = "cold" if args.cold else ("cold" if trained else "warm")
+    mode = "cold" if args.cold or trained else "warm"
     result["mode"], result["goal_s"] = mode, GOALS_S[mode]
 
     print(f"{args.task} demo ({args.methods} × {args.optimizers}), {mode}: {wall:.0f} s wall")

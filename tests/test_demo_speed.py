@@ -3,19 +3,14 @@ itself runs the demo; not here)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_speed.py"
+from repo_paths import REPO
+from soul_bench.task import load_sibling
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("demo_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_sibling(str(REPO / "benchmarks" / "demo_speed.py"), "demo_speed")
 
 
 def test_breakdown_splits_the_wall():

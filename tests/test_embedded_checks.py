@@ -3,21 +3,16 @@ model is prepared here (the script itself does that, on the slow path)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 from scipy import stats as sps
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "embedded_checks.py"
+from repo_paths import REPO
+from soul_bench.task import load_sibling
 
 
 @pytest.fixture(scope="module")
 def checks():
-    spec = importlib.util.spec_from_file_location("embedded_checks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_sibling(str(REPO / "benchmarks" / "embedded_checks.py"), "embedded_checks")
 
 
 def test_chance_auc_p_is_the_mann_whitney_test(checks):
