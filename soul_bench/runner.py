@@ -20,7 +20,7 @@ from rich.console import Console
 
 from soul_bench import registry
 from soul_bench.data import IGNORE_INDEX, encode_rows
-from soul_bench.engine.loop import LoopSettings, run_loop, run_one_shot
+from soul_bench.engine.loop import LoopSettings, reference_nll_table, run_loop, run_one_shot, uses_autocast
 from soul_bench.engine.lora import AdaptersDisabled, apply_lora
 from soul_bench.engine.refusals import with_refusals
 from soul_bench.engine.optimizers import build_optimizer, optimizer_defaults, weight_decay_groups
@@ -551,9 +551,9 @@ class Runner:
         if self.spec.lora:
             # the frozen base (adapters off) is the reference: no second copy of the weights
             model = apply_lora(model, self.spec.lora)
-            reference = AdaptersDisabled(model) if method.needs_reference else None
+            reference = AdaptersDisabled(model) if method.wants_reference else None
         else:
-            reference = self.load(self.target_path)[0] if method.needs_reference else None
+            reference = self.load(self.target_path)[0] if method.wants_reference else None
             if reference is not None:
                 reference.requires_grad_(False)
         method.setup(model, reference)
@@ -567,6 +567,15 @@ class Runner:
         # IU's Hessian is of the retain loss, so it needs retain data whatever the method
         retain = self.encode(tokenizer, "retain") if method.needs_retain or one_shot else None
         refusal = self.encode_refusals(tokenizer, seed) if method.needs_refusal else None
+        reference_nll = None
+        if method.reference_nll_of and not one_shot:
+            # each forget row's reference likelihood, once; a method reading nothing else of the
+            # reference (NPO, DPO) then trains without the second copy of the weights in memory
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            reference_nll = reference_nll_table(reference, method, forget, loop, tokenizer.pad_token_id, refusal,
+                                                uses_autocast(loop, trainable))
+            if not method.needs_reference:
+                reference = None
         if "weight_decay" in optimizer_defaults(optimizer_name):
             params = weight_decay_groups(model, decay_biases_and_norms=loop.decay_biases_and_norms)
         else:  # no weight decay to exempt anything from (IU, plugin optimisers without the hyper-parameter)
@@ -577,7 +586,8 @@ class Runner:
         else:
             result = run_loop(model, method, optimizer, forget, loop, tokenizer.pad_token_id, retain, reference, refusal,
                               description=f"{method_name} × {optimizer_name} s{seed}",
-                              show_progress=self.spec.show_progress and self.processes.is_main, processes=self.processes)
+                              show_progress=self.spec.show_progress and self.processes.is_main, processes=self.processes,
+                              reference_nll=reference_nll)
         if self.processes.fsdp and not one_shot:  # evaluation runs on the main process's full copy of the weights
             del reference, optimizer
             weights = self.processes.gather_weights(model)

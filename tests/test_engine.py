@@ -215,3 +215,65 @@ def test_length_grouping_is_a_loop_setting(tokenizer, encoded):
     settings = LoopSettings(steps=3, batch_size=4, group_by_length=True, seed=0)
     result = run_loop(model, FineTune(), optimizer, encoded, settings, tokenizer.pad_token_id, show_progress=False)
     assert result.steps_done == 3 and result.failure is None
+
+
+def test_npo_scores_each_forget_row_under_the_reference_once(tokenizer, model):
+    """NPO reads π_ref(y|x) of its forget rows from a table the loop fills before the first step
+    (one reference forward per batch of rows) instead of a reference forward every step; the
+    training is the same, up to float rounding, as with the per-step forward."""
+    import copy
+
+    from soul_bench.engine.methods import NPO
+
+    rows = [{"question": q, "answer": "It is blue." if i % 2 else "It is painted a deep shade of blue, like the sea."}
+            for i, q in enumerate(QUESTIONS)]  # two answer lengths: batches pad
+    encoded = encode_examples(tokenizer, PromptFormat(), rows)
+
+    class Counting(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, **inputs):
+            self.calls += 1
+            return self.inner(**inputs)
+
+    class PerStepNPO(NPO):  # the reference model itself, every step (a loss called outside the table)
+        reference_nll_of = ()
+        needs_reference = True
+
+    settings = LoopSettings(steps=6, batch_size=4, schedule="constant", warmup_ratio=0.0, seed=0)
+    trained = {}
+    for method in (NPO(), PerStepNPO()):
+        student = copy.deepcopy(model)
+        reference = Counting(copy.deepcopy(model).requires_grad_(False))
+        optimizer = build_optimizer("adamw", student.parameters(), lr=1e-2)
+        result = run_loop(student, method, optimizer, encoded, settings, tokenizer.pad_token_id, reference=reference,
+                          show_progress=False)
+        assert result.steps_done == 6 and not result.failure
+        trained[type(method).__name__] = (snapshot(student), reference.calls, result.log)
+    table_weights, table_calls, table_log = trained["NPO"]
+    step_weights, step_calls, step_log = trained["PerStepNPO"]
+    assert table_calls == math.ceil(len(encoded) / 4) == 2 and step_calls == 6
+    assert [e["npo"] for e in table_log] == pytest.approx([e["npo"] for e in step_log], rel=1e-5)
+    for key, value in step_weights.items():
+        assert torch.allclose(table_weights[key], value, atol=1e-6), key
+
+
+def test_reference_nll_table_is_each_rows_own_likelihood(tokenizer, model, encoded):
+    """Table value = the row's sum answer NLL alone (no batch-mates, no padding), for every row."""
+    from soul_bench.data import collate
+    from soul_bench.engine.loop import reference_nll_table
+    from soul_bench.engine.methods import DPO
+    from soul_bench.lm import sequence_nll
+
+    refusal = encode_examples(tokenizer, PromptFormat(), [{"question": r["question"], "answer": "I don't know."} for r in ROWS])
+    table = reference_nll_table(model, DPO(), encoded[:5], LoopSettings(steps=1, batch_size=2), tokenizer.pad_token_id,
+                                refusal_encoded=refusal[:5])
+    assert set(table) == {"forget", "forget_refusal"}
+    with torch.no_grad():
+        for name, rows in (("forget", encoded[:5]), ("forget_refusal", refusal[:5])):
+            alone = [sequence_nll(model, collate([row], tokenizer.pad_token_id))[0].item() for row in rows]
+            assert table[name].tolist() == pytest.approx(alone, rel=1e-5)
+    with pytest.raises(ValueError, match="no rows for"):
+        reference_nll_table(model, DPO(), encoded[:5], LoopSettings(steps=1, batch_size=2), tokenizer.pad_token_id)

@@ -81,7 +81,7 @@ def test_method_x_optimizer_lowers_forget_likelihood(world, method_name, optimiz
     model = copy.deepcopy(world["model"])
     method = registry.build_method(method_name)
     reference = None
-    if method.needs_reference:
+    if method.wants_reference:
         reference = copy.deepcopy(world["model"]).requires_grad_(False).eval()
     method.setup(model, reference)
     optimizer = build_optimizer(optimizer_name, [p for p in model.parameters() if p.requires_grad], lr=LR[optimizer_name])

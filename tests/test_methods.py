@@ -166,7 +166,11 @@ def test_dpo_gradient_prefers_refusal_over_original():
 def test_new_methods_declare_needs_and_are_not_influence_compatible():
     assert (KL.needs_retain, KL.needs_reference, KL.needs_refusal) == (True, True, False)
     assert (IDK.needs_retain, IDK.needs_reference, IDK.needs_refusal) == (True, False, True)
-    assert (DPO.needs_retain, DPO.needs_reference, DPO.needs_refusal) == (True, True, True)
+    assert (DPO.needs_retain, DPO.needs_reference, DPO.needs_refusal) == (True, False, True)
+    # DPO, NPO and NPO+RT read only the reference's likelihood of whole rows: scored once, no model kept
+    assert DPO.reference_nll_of == ("forget", "forget_refusal") and DPO().wants_reference
+    assert NPO.reference_nll_of == NPORetain.reference_nll_of == ("forget",) and not NPO.needs_reference
+    assert KL().wants_reference and RMU().wants_reference and not IDK().wants_reference
     assert (RMU.needs_retain, RMU.needs_reference, RMU.needs_refusal) == (True, True, False)
     assert UNLEARNING_METHODS["po"] is UNLEARNING_METHODS["idk"] is IDK
     for name, cls in UNLEARNING_METHODS.items():

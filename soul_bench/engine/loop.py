@@ -32,7 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from soul_bench.data import collate, to_device
 from soul_bench.engine.hessian import HessianProbe, HessianRefreshing
 from soul_bench.engine.parallel import Processes
-from soul_bench.lm import answer_mask, mean_token_nll
+from soul_bench.lm import answer_mask, mean_token_nll, sequence_nll
 
 
 @dataclass
@@ -98,6 +98,9 @@ class StepInputs:
     retain: dict[str, torch.Tensor] | None = None
     forget_refusal: dict[str, torch.Tensor] | None = None  # the forget questions with refusal answers
     weight: float = 1.0  # this process's share of the global batch (see soul_bench.engine.parallel)
+    # per-row sum answer NLL of a batch ("forget", "forget_refusal") under the frozen reference,
+    # for a method's ``reference_nll_of`` (read with ``soul_bench.engine.methods.reference_nll``)
+    reference_nll: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -176,6 +179,47 @@ def mean_forget_nll(model, encoded, pad_id: int, batch_size: int = 32) -> float:
     return sum(losses) / len(losses)
 
 
+def uses_autocast(settings: LoopSettings, params: list[torch.Tensor]) -> bool:
+    """bf16 autocast is mixed precision over float32 master weights; weights already loaded in
+    bf16/fp16 train in that dtype (autocast would only add casts)."""
+    return bool(settings.bf16 and params and params[0].dtype == torch.float32)
+
+
+@torch.no_grad()
+def reference_nll_table(reference, method, forget_encoded, settings: LoopSettings, pad_id: int,
+                        refusal_encoded=None, autocast_bf16: bool = False) -> dict[str, torch.Tensor]:
+    """Every row's sum answer NLL under the frozen reference, for the batches the method's
+    ``reference_nll_of`` names ("forget", "forget_refusal"): name → float32 tensor (CPU), one
+    value per row of the encoded set.
+
+    The reference never changes and the forget rows come back every epoch, so one forward per
+    row replaces one per row and epoch (NPO, 10 epochs: a tenth of the reference forwards), and a
+    method that reads nothing else of the reference can drop the model before training. Rows are
+    scored in batches of ``settings.batch_size``, shortest first; a row's NLL does not depend
+    on its batch-mates (padding is masked), up to float rounding. Every process scores every row
+    in the same batches, so a sharded (FSDP) reference runs the same collective forwards everywhere."""
+    sets = {"forget": forget_encoded, "forget_refusal": refusal_encoded}
+    device = next(reference.parameters()).device
+    was_training = reference.training
+    reference.eval()  # a fixed function (no dropout), as the frozen reference is meant to be
+    table = {}
+    for name in method.reference_nll_of:
+        encoded = sets.get(name)
+        if encoded is None:
+            raise ValueError(f"method '{method.name}' reads the reference NLL of '{name}', which this run has no rows for")
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+        values = torch.zeros(len(encoded), dtype=torch.float32)
+        for start in range(0, len(order), settings.batch_size):
+            rows = order[start : start + settings.batch_size]
+            batch = to_device(collate([encoded[i] for i in rows], pad_id), device)
+            with autocast_context(device, autocast_bf16):
+                nll, _, _ = sequence_nll(reference, batch)
+            values[rows] = nll.float().cpu()
+        table[name] = values
+    reference.train(was_training)
+    return table
+
+
 def enable_checkpointing(model) -> None:
     """Activation (gradient) checkpointing, non-reentrant so that gradients reach LoRA adapters
     although the frozen inputs need none; transformers ≥ 5 names it activation checkpointing."""
@@ -188,9 +232,12 @@ def enable_checkpointing(model) -> None:
 
 def run_loop(model, method, optimizer, forget_encoded, settings: LoopSettings, pad_id: int,
              retain_encoded=None, reference=None, refusal_encoded=None, description: str = "unlearning",
-             show_progress: bool = True, processes: Processes | None = None) -> LoopResult:
+             show_progress: bool = True, processes: Processes | None = None,
+             reference_nll: dict[str, torch.Tensor] | None = None) -> LoopResult:
     """Run ``method`` with ``optimizer`` on ``model`` in place; returns the per-step log.
-    ``processes``: the data-parallel processes this loop runs in (default: this one alone)."""
+    ``processes``: the data-parallel processes this loop runs in (default: this one alone).
+    ``reference_nll``: :func:`reference_nll_table`'s table for a method with ``reference_nll_of``
+    (computed here from ``reference`` when not given)."""
     processes = processes or Processes()
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(settings.seed)
@@ -201,9 +248,11 @@ def run_loop(model, method, optimizer, forget_encoded, settings: LoopSettings, p
     params = [p for p in model.parameters() if p.requires_grad]
     if settings.gradient_checkpointing:
         enable_checkpointing(model)
-    # bf16 autocast is mixed precision over float32 master weights; weights already loaded in
-    # bf16/fp16 train in that dtype (autocast would only add casts)
-    autocast_bf16 = settings.bf16 and params[0].dtype == torch.float32 if params else False
+    autocast_bf16 = uses_autocast(settings, params)
+    if method.reference_nll_of and reference_nll is None:
+        if reference is None:
+            raise ValueError(f"method '{method.name}' needs the frozen reference model (or its reference_nll table)")
+        reference_nll = reference_nll_table(reference, method, forget_encoded, settings, pad_id, refusal_encoded, autocast_bf16)
     lengths = [len(ids) for ids, _ in forget_encoded] if settings.group_by_length else None
     batches = shuffled_batches(len(forget_encoded), settings.batch_size, generator, lengths)
     result = LoopResult(steps_done=0)
@@ -223,6 +272,7 @@ def run_loop(model, method, optimizer, forget_encoded, settings: LoopSettings, p
             retain=to_device(collate(retain_rows, pad_id), device) if retain_rows else None,
             forget_refusal=to_device(collate([refusal_encoded[i] for i in picks], pad_id), device) if refusal_encoded else None,
             weight=weight,
+            reference_nll={name: values[picks].to(device) for name, values in reference_nll.items()} if reference_nll else None,
         )
         return inputs, rows + (retain_rows or [])
 

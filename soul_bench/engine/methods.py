@@ -2,7 +2,10 @@
 
 ``loss(model, inputs, reference)`` gets a :class:`~soul_bench.engine.loop.StepInputs`
 (``inputs.forget``, ``inputs.retain``, ``inputs.forget_refusal``) and the frozen reference
-model (None unless ``needs_reference``).
+model (None unless ``needs_reference``). A method that needs only the reference's likelihood of
+whole rows (NPO, DPO) names those batches in ``reference_nll_of`` instead and reads
+:func:`reference_nll`: the engine scores each row under the reference once, before training,
+rather than once per epoch, and keeps no reference model in memory while training.
 
 Notation: F a forget batch, R a retain batch, CE the mean answer-token
 cross-entropy, log π(y|x) = −(sum NLL over answer tokens), π_ref the frozen model before
@@ -38,6 +41,9 @@ class Method:
     needs_retain = False
     needs_reference = False
     needs_refusal = False  # the engine then also builds inputs.forget_refusal
+    # batches ("forget", "forget_refusal") whose per-row reference NLL the loss reads (reference_nll);
+    # no annotation: a class attribute, not a hyper-parameter
+    reference_nll_of = ()
     # example shapes (soul_bench.data) the objective makes sense on; a task of another shape refuses the method
     shapes = ("qa", "completion", "text")  # no annotation: a class attribute, not a hyper-parameter
     influence_compatible = False  # True only when the forget objective is the plain forget CE (IU may stand in)
@@ -52,6 +58,12 @@ class Method:
                 continue  # absent here, or a type error reported by the registry's check
             if value < 0 or (bound == "positive" and value == 0):
                 raise ValueError(f"{self.name}.{key} must be {'> 0' if bound == 'positive' else '>= 0'}, got {value!r}")
+
+    @property
+    def wants_reference(self) -> bool:
+        """Whether the engine must build the frozen reference: the loss reads the model, or its
+        likelihood of whole rows (``reference_nll_of``)."""
+        return self.needs_reference or bool(self.reference_nll_of)
 
     def setup(self, model, reference=None) -> None:
         """Called once before the optimiser is built: e.g. freeze what the method must not train."""
@@ -105,12 +117,25 @@ class GradDiff(Method):
         return -ce_f + self.retain_weight * ce_r, {"ce_forget": ce_f.item(), "ce_retain": ce_r.item()}
 
 
-def _npo_term(model, forget, reference, beta: float) -> tuple[torch.Tensor, dict[str, float]]:
+def reference_nll(inputs, name: str, reference=None) -> torch.Tensor:
+    """Per-row sum answer NLL of batch ``name`` ("forget", "forget_refusal") under the frozen
+    reference π_ref: the engine's once-per-row table (``inputs.reference_nll``, for a method whose
+    ``reference_nll_of`` names the batch), else a forward of ``reference`` (a loss called outside
+    the engine's loop)."""
+    table = inputs.reference_nll or {}
+    if name in table:
+        return table[name]
+    if reference is None:
+        raise ValueError(f"no reference NLL of '{name}' in the step's inputs and no reference model to compute it")
+    with torch.no_grad():
+        return sequence_nll(reference, getattr(inputs, name))[0]
+
+
+def _npo_term(model, inputs, reference, beta: float) -> tuple[torch.Tensor, dict[str, float]]:
     """(2/β)·E_F[log(1 + (π_θ(y|x)/π_ref(y|x))^β)] = (2/β)·E_F[softplus(β·(NLL_ref − NLL_θ))]
     with NLL the sum over answer tokens."""
-    nll_theta, _, _ = sequence_nll(model, forget)
-    with torch.no_grad():
-        nll_ref, _, _ = sequence_nll(reference, forget)
+    nll_theta, _, _ = sequence_nll(model, inputs.forget)
+    nll_ref = reference_nll(inputs, "forget", reference).to(nll_theta.dtype)
     npo = (2.0 / beta) * F.softplus(beta * (nll_ref - nll_theta)).mean()
     return npo, {"npo": npo.item(), "nll_forget": nll_theta.mean().item()}
 
@@ -122,11 +147,11 @@ class NPO(Method):
     name = "npo"
     bounds = {"beta": "positive", "retain_weight": "non-negative"}
     description = "negative preference optimisation against the frozen target (β=0.1)"
-    needs_reference = True
+    reference_nll_of = ("forget",)  # π_ref(y|x) of the forget rows, scored once
     beta: float = 0.1
 
     def loss(self, model, inputs, reference=None):
-        return _npo_term(model, inputs.forget, reference, self.beta)
+        return _npo_term(model, inputs, reference, self.beta)
 
 
 @dataclass
@@ -136,13 +161,13 @@ class NPORetain(Method):
     name = "npo-rt"
     bounds = {"beta": "positive", "retain_weight": "non-negative"}
     description = "NPO plus λ·CE on the retain set"
-    needs_reference = True
+    reference_nll_of = ("forget",)
     needs_retain = True
     beta: float = 0.1
     retain_weight: float = 1.0
 
     def loss(self, model, inputs, reference=None):
-        npo, terms = _npo_term(model, inputs.forget, reference, self.beta)
+        npo, terms = _npo_term(model, inputs, reference, self.beta)
         ce_r = mean_token_nll(model, inputs.retain)
         return npo + self.retain_weight * ce_r, {**terms, "ce_retain": ce_r.item()}
 
@@ -235,8 +260,8 @@ class DPO(Method):
     bounds = {"beta": "positive", "retain_weight": "non-negative"}
     description = "DPO: refusal preferred over the original forget answer, plus λ·CE(R) (β=0.1)"
     needs_retain = True
-    needs_reference = True
     needs_refusal = True
+    reference_nll_of = ("forget", "forget_refusal")
     shapes = ("qa", "completion")  # a refusal answers a prompt: raw text has none to answer
     beta: float = 0.1
     retain_weight: float = 1.0
@@ -244,9 +269,8 @@ class DPO(Method):
     def loss(self, model, inputs, reference=None):
         nll_win, _, _ = sequence_nll(model, inputs.forget_refusal)
         nll_lose, _, _ = sequence_nll(model, inputs.forget)
-        with torch.no_grad():
-            ref_win, _, _ = sequence_nll(reference, inputs.forget_refusal)
-            ref_lose, _, _ = sequence_nll(reference, inputs.forget)
+        ref_win = reference_nll(inputs, "forget_refusal", reference)
+        ref_lose = reference_nll(inputs, "forget", reference)
         margin = (ref_win - nll_win) - (ref_lose - nll_lose)  # log-ratio(refusal) − log-ratio(original)
         dpo = -(2.0 / self.beta) * F.logsigmoid(self.beta * margin).mean()
         ce_r = mean_token_nll(model, inputs.retain)
