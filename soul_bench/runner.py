@@ -230,6 +230,9 @@ class Runner:
             if hutchinson:
                 raise UserError(f"optimizer '{hutchinson[0]}' needs Hessian-vector products (double backward), which "
                                 "FSDP cannot give; under FSDP use sophia (Gauss-Newton-Bartlett), soul, adamw or sgd")
+            if self.processes.sharding.activation_checkpointing and spec.unlearning.get("gradient_checkpointing") is None:
+                # accelerate's --fsdp_activation_checkpointing is the loop's own activation checkpointing
+                spec.unlearning["gradient_checkpointing"] = True
         self.fmt = self.task.prompt_format(spec.prompt_template, spec.answer_prefix, spec.system_prompt)
         self.preset = model_presets()[spec.model_preset] if spec.model_preset else None
         for flag, path in (("--model", None if self.preset else spec.model), ("--retain-model", spec.retain_model)):

@@ -52,7 +52,7 @@ def test_deepspeed_is_refused_before_any_work(monkeypatch):
 
 
 def _train(rank: int, world: int, store: str, tokenizer_dir: str, optimizer_name: str, out: str,
-           sharded: bool = False) -> None:
+           sharded: bool = False, sharding=None, checkpointing: bool = False) -> None:
     """One process of a data-parallel run (or the single process when world == 1): 3 steps of
     gradient ascent from a fixed tiny model; writes its final weights (FSDP: the main process
     writes the gathered full weights)."""
@@ -69,11 +69,13 @@ def _train(rank: int, world: int, store: str, tokenizer_dir: str, optimizer_name
         torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
     encoded = encode_examples(tokenizer, PromptFormat(), ROWS)
-    processes = Processes(rank=rank, world_size=world, device=torch.device("cpu"), sharded=sharded)
+    processes = Processes(rank=rank, world_size=world, device=torch.device("cpu"), sharded=sharded,
+                          **({"sharding": sharding} if sharding else {}))
     model = processes.shard(build_tiny_llama(tokenizer, hidden_size=32, layers=2, heads=2, seed=0))
     hparams = {"sgd": {"lr": 0.05}, "adamw": {"lr": 1e-3}}.get(optimizer_name, {"lr": 1e-3, "rho": 0.04, "hessian_interval": 1})
     optimizer = build_optimizer(optimizer_name, model.parameters(), **hparams)
-    settings = LoopSettings(steps=3, batch_size=4, max_grad_norm=1.0, warmup_ratio=0.0, schedule="constant", seed=5)
+    settings = LoopSettings(steps=3, batch_size=4, max_grad_norm=1.0, warmup_ratio=0.0, schedule="constant", seed=5,
+                            gradient_checkpointing=checkpointing)
     result = run_loop(model, GradientAscent(), optimizer, encoded, settings, tokenizer.pad_token_id,
                       show_progress=False, processes=processes)
     weights = processes.gather_weights(model) if sharded else model.state_dict()
@@ -86,13 +88,16 @@ def _train(rank: int, world: int, store: str, tokenizer_dir: str, optimizer_name
         torch.distributed.destroy_process_group()
 
 
-def _spawned(world: int, optimizer_name: str, tmp_path: Path, tokenizer_dir: str, sharded: bool = False) -> list[dict]:
-    out = str(tmp_path / f"{optimizer_name}-{world}-{'fsdp' if sharded else 'ddp'}")
+def _spawned(world: int, optimizer_name: str, tmp_path: Path, tokenizer_dir: str, sharded: bool = False,
+             sharding=None, checkpointing: bool = False) -> list[dict]:
+    variant = f"{'fsdp' if sharded else 'ddp'}{'-options' if sharding or checkpointing else ''}"
+    out = str(tmp_path / f"{optimizer_name}-{world}-{variant}")
     if world == 1:
         _train(0, 1, "", tokenizer_dir, optimizer_name, out)
     else:
-        store = str(tmp_path / f"store-{optimizer_name}-{sharded}")
-        torch.multiprocessing.spawn(_train, args=(world, store, tokenizer_dir, optimizer_name, out, sharded), nprocs=world)
+        store = str(tmp_path / f"store-{optimizer_name}-{variant}")
+        torch.multiprocessing.spawn(_train, args=(world, store, tokenizer_dir, optimizer_name, out, sharded, sharding,
+                                                  checkpointing), nprocs=world)
     return [torch.load(f"{out}.{rank}.pt") for rank in range(world if not sharded else 1)]
 
 
@@ -126,6 +131,80 @@ def test_fsdp_trains_the_weights_one_process_trains_with_sharded_optimiser_state
     assert sharded["losses"] == pytest.approx(one["losses"], rel=1e-5)
     if optimizer_name == "adamw":  # each process holds half of every moment (m, v): sharded with the weights
         assert sum(sharded["state_numel"]) == pytest.approx(sum(one["state_numel"]) / 2, rel=0.05)
+
+
+def test_fsdp_zero2_with_activation_checkpointing_trains_the_weights_one_process_trains(tmp_path, tokenizer_dir):
+    """accelerate's --fsdp_sharding_strategy SHARD_GRAD_OP (layers keep their gathered weights from
+    forward to backward), --fsdp_transformer_layer_cls_to_wrap and --fsdp_activation_checkpointing,
+    as sharding_options reads them: the same training as one process."""
+    from soul_bench.engine.parallel import sharding_options
+
+    options = sharding_options({"FSDP_SHARDING_STRATEGY": "SHARD_GRAD_OP", "FSDP_ACTIVATION_CHECKPOINTING": "true",
+                                "FSDP_TRANSFORMER_CLS_TO_WRAP": "LlamaDecoderLayer"})
+    assert options.reshard_after_forward is False and options.activation_checkpointing
+    one = _spawned(1, "adamw", tmp_path, tokenizer_dir)[0]
+    zero2 = _spawned(2, "adamw", tmp_path, tokenizer_dir, sharded=True, sharding=options, checkpointing=True)[0]
+    for name, value in one["weights"].items():
+        torch.testing.assert_close(zero2["weights"][name], value, rtol=1e-5, atol=1e-6)
+    assert zero2["losses"] == pytest.approx(one["losses"], rel=1e-5)
+
+
+def test_accelerates_fsdp_options_are_honoured_or_refused_in_one_line():
+    """Every FSDP option accelerate launch passes (FSDP_* variables) maps onto fully_shard or is
+    refused before any work — never silently dropped."""
+    from soul_bench.engine.parallel import ShardingOptions, sharding_options
+    from soul_bench.errors import UserError
+
+    # what `accelerate launch --use_fsdp` passes with no other option: FSDP2's defaults
+    defaults = {"FSDP_VERSION": "1", "FSDP_SHARDING_STRATEGY": "FULL_SHARD", "FSDP_RESHARD_AFTER_FORWARD": "true",
+                "FSDP_OFFLOAD_PARAMS": "false", "FSDP_MIN_NUM_PARAMS": "100000000", "FSDP_FORWARD_PREFETCH": "false",
+                "FSDP_USE_ORIG_PARAMS": "true", "FSDP_CPU_RAM_EFFICIENT_LOADING": "true", "FSDP_SYNC_MODULE_STATES": "true",
+                "FSDP_ACTIVATION_CHECKPOINTING": "false", "FSDP_ACTIVATION_CHECKPOINTING_OFFLOAD": "false"}
+    assert sharding_options(defaults) == ShardingOptions() == sharding_options({})
+    assert sharding_options({**defaults, "FSDP_SHARDING_STRATEGY": "2"}).reshard_after_forward is False
+    assert sharding_options({**defaults, "FSDP_VERSION": "2", "FSDP_RESHARD_AFTER_FORWARD": "false"}).reshard_after_forward is False
+    assert sharding_options({**defaults, "FSDP_AUTO_WRAP_POLICY": "NO_WRAP"}).wrap_classes == ()
+    assert sharding_options({**defaults, "FSDP_TRANSFORMER_CLS_TO_WRAP": "A, B"}).wrap_classes == ("A", "B")
+    for change, message in (({"FSDP_SHARDING_STRATEGY": "NO_SHARD"}, "NO_SHARD: that is data parallelism: launch with --multi_gpu"),
+                            ({"FSDP_SHARDING_STRATEGY": "4"}, "HYBRID_SHARD: sharding within a node"),
+                            ({"FSDP_SHARDING_STRATEGY": "ZERO9"}, "unknown FSDP sharding strategy 'ZERO9'; valid: FULL_SHARD"),
+                            ({"FSDP_OFFLOAD_PARAMS": "true"}, "--fsdp_offload_params true: CPU offload under FSDP is not supported"),
+                            ({"FSDP_ACTIVATION_CHECKPOINTING_OFFLOAD": "true"}, "--fsdp_activation_checkpointing_offload true"),
+                            ({"FSDP_AUTO_WRAP_POLICY": "SIZE_BASED_WRAP"}, "auto-wrap policy 'SIZE_BASED_WRAP' is not supported"),
+                            ({"FSDP_RESHARD_AFTER_FORWARD": "maybe"}, "FSDP_RESHARD_AFTER_FORWARD='maybe'.*expected true or false")):
+        with pytest.raises(UserError, match=message):
+            sharding_options({**defaults, **change})
+
+
+def test_shard_wraps_the_layers_the_options_name(monkeypatch, tokenizer_dir):
+    """Processes.shard gives each wrapped layer class accelerate's reshard choice (the root keeps
+    FSDP2's own), NO_WRAP shards the root alone, and a class the model lacks is one line."""
+    import torch.distributed.device_mesh
+    import torch.distributed.fsdp
+    from transformers import PreTrainedTokenizerFast
+
+    from soul_bench.engine.parallel import ShardingOptions
+    from soul_bench.errors import UserError
+    from soul_bench.models import build_tiny_llama
+
+    calls = []
+    monkeypatch.setattr(torch.distributed.device_mesh, "init_device_mesh", lambda *args, **kwargs: "mesh")
+    monkeypatch.setattr(torch.distributed.fsdp, "fully_shard",
+                        lambda module, **kwargs: calls.append((type(module).__name__, kwargs.get("reshard_after_forward"))))
+    model = build_tiny_llama(PreTrainedTokenizerFast.from_pretrained(tokenizer_dir), hidden_size=32, layers=2, heads=2)
+
+    def shard(**options):
+        calls.clear()
+        Processes(rank=0, world_size=2, sharded=True, sharding=ShardingOptions(**options)).shard(model)
+        return list(calls)
+
+    root = ("LlamaForCausalLM", None)
+    assert shard() == [("LlamaDecoderLayer", True)] * 2 + [root]
+    assert shard(reshard_after_forward=False) == [("LlamaDecoderLayer", False)] * 2 + [root]
+    assert shard(wrap_classes=("LlamaMLP",), reshard_after_forward=False) == [("LlamaMLP", False)] * 2 + [root]
+    assert shard(wrap_classes=()) == [root]
+    with pytest.raises(UserError, match="GPT2Block: the model has no module of that class; its decoder layers: LlamaDecoderLayer"):
+        shard(wrap_classes=("GPT2Block",))
 
 
 def test_sophia_averages_its_hessian_estimate_over_processes(tmp_path, tokenizer_dir):
@@ -216,3 +295,21 @@ def test_a_default_loop_setting_added_later_keeps_earlier_cell_ids():
 
     assert "group_by_length" not in loop_identity(LoopSettings())
     assert loop_identity(LoopSettings(group_by_length=True))["group_by_length"] is True
+
+
+def test_fsdp_activation_checkpointing_is_the_loops_own(monkeypatch, tmp_path):
+    """accelerate's --fsdp_activation_checkpointing turns on every cell's activation checkpointing
+    (a config's explicit false stays false)."""
+    from soul_bench.engine.parallel import ShardingOptions
+    from soul_bench.runner import Runner, cell_settings
+    from soul_bench.spec import build_spec
+
+    monkeypatch.setattr(Processes, "from_environment", classmethod(lambda cls, cpu=False: cls(
+        rank=0, world_size=2, device=torch.device("cpu"), sharded=True, sharding=ShardingOptions(activation_checkpointing=True))))
+    settings = {"preset": "micro", "methods": ["ga"], "optimizers": ["adamw"], "out": tmp_path / "out"}
+    runner = Runner(build_spec(None, dict(settings)))
+    assert cell_settings(runner.task, runner.spec, "ga", "adamw", 0)[0].gradient_checkpointing is True
+    config = tmp_path / "off.yaml"
+    config.write_text("unlearning: {gradient_checkpointing: false}\n")
+    runner = Runner(build_spec(config, dict(settings)))
+    assert cell_settings(runner.task, runner.spec, "ga", "adamw", 0)[0].gradient_checkpointing is False

@@ -71,6 +71,78 @@ def leave_together() -> None:
         torch.distributed.destroy_process_group()
 
 
+# accelerate launch --use_fsdp's sharding strategies (FSDP 1 names; its numbers 1-5 too)
+RESHARD_BY_STRATEGY = {"FULL_SHARD": True, "1": True, "SHARD_GRAD_OP": False, "2": False}
+UNSHARDED_STRATEGIES = {"NO_SHARD": "NO_SHARD", "3": "NO_SHARD", "HYBRID_SHARD": "HYBRID_SHARD", "4": "HYBRID_SHARD",
+                        "HYBRID_SHARD_ZERO2": "HYBRID_SHARD_ZERO2", "5": "HYBRID_SHARD_ZERO2"}
+
+
+@dataclass(frozen=True)
+class ShardingOptions:
+    """What ``accelerate launch --use_fsdp`` (or its config file) asks of the sharding, as FSDP2's
+    ``fully_shard`` takes it (:func:`sharding_options`)."""
+
+    reshard_after_forward: bool = True  # False: SHARD_GRAD_OP (ZeRO-2), full layer weights kept from forward to backward
+    wrap_classes: tuple[str, ...] | None = None  # module classes sharded one by one; None: the model's decoder layers
+    activation_checkpointing: bool = False
+
+
+def _flag(environ, name: str, default: str = "false") -> bool:
+    value = environ.get(name, default).strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise UserError(f"{name}={environ.get(name)!r} (from accelerate launch): expected true or false")
+    return value in ("true", "1", "yes")
+
+
+def sharding_options(environ=None) -> ShardingOptions:
+    """The FSDP options accelerate passes its processes (``FSDP_*`` environment variables), honoured
+    or refused — never silently dropped:
+
+    * ``--fsdp_sharding_strategy`` FULL_SHARD (default) / SHARD_GRAD_OP and
+      ``--fsdp_reshard_after_forward`` true / false: whether a layer's gathered weights are freed
+      after its forward (ZeRO-3) or kept for the backward (ZeRO-2: more memory, less communication);
+      NO_SHARD (that is DDP: ``--multi_gpu``) and the HYBRID strategies (sharding within a node,
+      replication across nodes) are refused;
+    * ``--fsdp_auto_wrap_policy`` TRANSFORMER_BASED_WRAP (default, with
+      ``--fsdp_transformer_layer_cls_to_wrap`` naming the classes, else the model's decoder layers)
+      or NO_WRAP (the whole model one unit); SIZE_BASED_WRAP is refused;
+    * ``--fsdp_activation_checkpointing``: the loop's activation checkpointing
+      (``--gradient-checkpointing``);
+    * ``--fsdp_offload_params`` and ``--fsdp_activation_checkpointing_offload`` (CPU offload) are
+      refused: the optimisers' states (Sophia's h) are not checked on CPU-offloaded shards yet.
+
+    Left to FSDP2, which has no such knobs (it prefetches on its own and the run keeps no sharded
+    checkpoint): ``--fsdp_backward_prefetch``, ``--fsdp_forward_prefetch``, ``--fsdp_use_orig_params``,
+    ``--fsdp_state_dict_type``, ``--fsdp_sync_module_states``, ``--fsdp_cpu_ram_efficient_loading``
+    (every process loads the whole model before it is sharded)."""
+    environ = os.environ if environ is None else environ
+    strategy = environ.get("FSDP_SHARDING_STRATEGY", "FULL_SHARD").strip().upper()
+    if strategy in UNSHARDED_STRATEGIES:
+        name = UNSHARDED_STRATEGIES[strategy]
+        advice = ("that is data parallelism: launch with --multi_gpu (DDP)" if name == "NO_SHARD" else
+                  "sharding within a node and replicating across nodes is not supported; use FULL_SHARD or SHARD_GRAD_OP")
+        raise UserError(f"FSDP sharding strategy {name}: {advice}")
+    if strategy not in RESHARD_BY_STRATEGY:
+        raise UserError(f"unknown FSDP sharding strategy {strategy!r}; valid: FULL_SHARD, SHARD_GRAD_OP")
+    reshard = RESHARD_BY_STRATEGY[strategy] and _flag(environ, "FSDP_RESHARD_AFTER_FORWARD", "true")
+    for name, option in (("FSDP_OFFLOAD_PARAMS", "--fsdp_offload_params"),
+                         ("FSDP_ACTIVATION_CHECKPOINTING_OFFLOAD", "--fsdp_activation_checkpointing_offload")):
+        if _flag(environ, name):
+            raise UserError(f"{option} true: CPU offload under FSDP is not supported yet; leave it false (more "
+                            "processes, LoRA under DDP, or --gradient-checkpointing save GPU memory)")
+    policy = environ.get("FSDP_AUTO_WRAP_POLICY", "TRANSFORMER_BASED_WRAP").strip().upper()
+    if policy not in ("TRANSFORMER_BASED_WRAP", "NO_WRAP"):
+        raise UserError(f"FSDP auto-wrap policy {policy!r} is not supported; valid: TRANSFORMER_BASED_WRAP (each "
+                        "decoder layer, or the classes --fsdp_transformer_layer_cls_to_wrap names), NO_WRAP")
+    classes = None
+    if policy == "NO_WRAP":
+        classes = ()
+    elif environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP", "").strip():
+        classes = tuple(c.strip() for c in environ["FSDP_TRANSFORMER_CLS_TO_WRAP"].split(",") if c.strip())
+    return ShardingOptions(reshard_after_forward=reshard, wrap_classes=classes,
+                           activation_checkpointing=_flag(environ, "FSDP_ACTIVATION_CHECKPOINTING"))
+
+
 @dataclass
 class Processes:
     """This process's place among the data-parallel processes (one process: rank 0 of 1, and every
@@ -80,6 +152,7 @@ class Processes:
     world_size: int = 1
     device: torch.device | None = None
     sharded: bool = False  # FSDP: parameters, gradients and optimiser states sharded over the processes
+    sharding: ShardingOptions = ShardingOptions()  # how (accelerate's FSDP options, read when sharded)
 
     @classmethod
     def from_environment(cls, cpu: bool = False) -> "Processes":
@@ -97,7 +170,8 @@ class Processes:
         atexit.register(leave_together)
         device = state.device if state.device.type != "cpu" else torch.device("cpu")  # not "cpu:0"
         sharded = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-        return cls(rank=state.process_index, world_size=state.num_processes, device=device, sharded=sharded)
+        return cls(rank=state.process_index, world_size=state.num_processes, device=device, sharded=sharded,
+                   sharding=sharding_options() if sharded else ShardingOptions())
 
     @property
     def parallel(self) -> bool:
@@ -126,8 +200,8 @@ class Processes:
 
     def shard(self, model: torch.nn.Module) -> torch.nn.Module:
         """FSDP: shard ``model`` in place (each decoder layer — the classes its
-        ``_no_split_modules`` names — then the rest); build the optimiser after this. Otherwise
-        the model as it is."""
+        ``_no_split_modules`` names, or those ``sharding.wrap_classes`` names — then the rest);
+        build the optimiser after this. Otherwise the model as it is."""
         if not self.fsdp:
             return model
         from torch.distributed.device_mesh import init_device_mesh
@@ -135,11 +209,16 @@ class Processes:
 
         device = next(model.parameters()).device
         mesh = init_device_mesh(device.type, (self.world_size,))
-        layer_classes = set(getattr(model, "_no_split_modules", None) or ())
+        wrap = self.sharding.wrap_classes
+        layer_classes = set(getattr(model, "_no_split_modules", None) or ()) if wrap is None else set(wrap)
+        present = {type(module).__name__ for module in model.modules()}
+        if wrap and not layer_classes & present:
+            raise UserError(f"--fsdp_transformer_layer_cls_to_wrap {','.join(wrap)}: the model has no module of that "
+                            f"class; its decoder layers: {', '.join(getattr(model, '_no_split_modules', None) or ['?'])}")
         for module in model.modules():
             if type(module).__name__ in layer_classes:
-                fully_shard(module, mesh=mesh)
-        fully_shard(model, mesh=mesh)
+                fully_shard(module, mesh=mesh, reshard_after_forward=self.sharding.reshard_after_forward)
+        fully_shard(model, mesh=mesh)  # the root keeps its few weights gathered from forward to backward
         return model
 
     def gather_weights(self, model: torch.nn.Module) -> dict | None:
