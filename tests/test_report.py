@@ -412,6 +412,8 @@ def test_figure_laid_out_once_for_every_format(tmp_path):
     assert both["t.pdf"].read_bytes()[:5] == b"%PDF-"
     laid_out = fig.axes[0].get_position().bounds
     assert laid_out != pytest.approx((0.125, 0.11, 0.775, 0.77))  # not matplotlib's unlaid default box
+    # the figure keeps its layout engine: edited and saved again, it is laid out again
+    assert fig.get_layout_engine() is not None and fig.get_layout_engine().__class__.__name__ == "ConstrainedLayoutEngine"
 
 
 def test_no_mia_no_roc_figures(monkeypatch, tmp_path):

@@ -131,16 +131,21 @@ def save_figure(fig: "Figure", out_dir: str | Path, stem: str, formats: Sequence
     """Write ``<stem>.png`` / ``<stem>.pdf`` atomically; returns {"<stem>.png": path, ...}."""
     out = Path(out_dir)
     paths = {}
-    if len(formats) > 1 and fig.get_layout_engine() is not None:
+    engine = fig.get_layout_engine()
+    if len(formats) > 1 and engine is not None:
         # Solve the layout once for every format (the constrained-layout solver is most of a
         # figure's drawing time, and it lays out in inches, so the result is the same in each)
         fig.draw_without_rendering()
         fig.set_layout_engine("none")
-    for fmt in formats:
-        meta = {"Software": None} if fmt == "png" else {"Creator": None, "Producer": None, "CreationDate": None}
-        path = out / f"{stem}.{fmt}"
-        paths[path.name] = atomic_write(
-            path, lambda fh, fmt=fmt, meta=meta: fig.savefig(fh, format=fmt, dpi=FIG_DPI, metadata=meta))
+    try:
+        for fmt in formats:
+            meta = {"Software": None} if fmt == "png" else {"Creator": None, "Producer": None, "CreationDate": None}
+            path = out / f"{stem}.{fmt}"
+            paths[path.name] = atomic_write(
+                path, lambda fh, fmt=fmt, meta=meta: fig.savefig(fh, format=fmt, dpi=FIG_DPI, metadata=meta))
+    finally:  # a caller that edits the figure and saves it again gets a fresh layout
+        if engine is not None and fig.get_layout_engine() is not engine:
+            fig.set_layout_engine(engine)
     return paths
 
 
