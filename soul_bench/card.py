@@ -9,6 +9,7 @@ itself (``Task.section_models``). ``docs/task-card.md`` is the reference card.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -335,12 +336,36 @@ def validation_message(path: Path | str, exc: ValidationError, model: type[BaseM
     return f"task card {path}: '{where}': {message}"
 
 
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that ``1e-4`` is a float. PyYAML follows YAML 1.1, whose
+    floats need a dot (``1.0e-4``), so ``lr: 1e-4`` — how everyone writes a learning rate — came
+    back as the string '1e-4'; YAML 1.2 (and JSON) read it as the number."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text → Python values (:class:`YamlLoader`: safe, and ``1e-4`` is a number)."""
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def yaml_error_line(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line, with where it is (line, column) when PyYAML knows."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{context + ': ' if context else ''}{problem}{where}"
+
+
 def read_yaml_mapping(path: Path | str, what: str, contents: str = "a mapping") -> dict:
     """A YAML file that must hold a mapping (a task card, a run config): one clear line otherwise."""
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw = load_yaml(Path(path).read_text()) or {}
     except yaml.YAMLError as exc:
-        raise UserError(f"{what} '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        raise UserError(f"{what} '{path}' is not valid YAML: {yaml_error_line(exc)}") from exc
     if not isinstance(raw, dict):
         raise UserError(f"{what} '{path}' must be {contents}")
     return raw

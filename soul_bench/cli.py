@@ -100,14 +100,12 @@ def unescape(text: str | None) -> str | None:
 
 def _parse_options(items: list[str], flag: str, example: str) -> dict:
     """["max_items=300"] → {"max_items": 300}; values are typed as YAML reads them."""
-    import yaml
-
     parsed = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not (sep and key.strip()):
             raise UserError(f"{flag} '{item}' must look like KEY=VALUE, e.g. {example}")
-        parsed[key.strip()] = yaml.safe_load(value)
+        parsed[key.strip()] = _yaml_value(value, flag, item)
     return parsed
 
 
@@ -130,14 +128,24 @@ def _numbers(text: str | None, flag: str, example: str) -> list[float] | None:
     return values
 
 
-def _hparam_value(text: str):
-    """A YAML value, or — for A,B,… outside brackets and quotes — the grid of those values."""
+def _yaml_value(text: str, flag: str, item: str):
+    """One value as YAML types it (``1e-4`` a number: :func:`soul_bench.card.load_yaml`)."""
     import yaml
 
+    from soul_bench.card import load_yaml, yaml_error_line
+
+    try:
+        return load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise UserError(f"{flag} '{item}': the value is not valid YAML: {yaml_error_line(exc)}") from None
+
+
+def _hparam_value(text: str, item: str = ""):
+    """A YAML value, or — for A,B,… outside brackets and quotes — the grid of those values."""
     stripped = text.strip()
     if "," in stripped and stripped[:1] not in "[{'\"":
-        return GridValues(yaml.safe_load(part) for part in stripped.split(","))
-    return yaml.safe_load(text)
+        return GridValues(_yaml_value(part, "--hparam", item or text) for part in stripped.split(","))
+    return _yaml_value(text, "--hparam", item or text)
 
 
 def _parse_hparams(items: list[str]) -> list[tuple[str, str, str, object]]:
@@ -155,7 +163,7 @@ def _parse_hparams(items: list[str]) -> list[tuple[str, str, str, object]]:
         if name not in methods and name not in optimizers:
             raise UserError(f"--hparam '{item}': '{name}' is neither a method nor an optimiser; valid: "
                             f"{', '.join(sorted(methods) + sorted(optimizers))}")
-        parsed.append(("method_hparams" if name in methods else "optimizer_hparams", name, key, _hparam_value(value)))
+        parsed.append(("method_hparams" if name in methods else "optimizer_hparams", name, key, _hparam_value(value, item)))
     return parsed
 
 
@@ -233,13 +241,23 @@ def report(
     from soul_bench.report.leaderboard import leaderboard_rows, load_records, summary_table
 
     for run_dir in run_dirs:
+        if not run_dir.exists():
+            raise UserError(f"run folder '{run_dir}' does not exist; give the --out folder of a soul-bench run")
         if not (run_dir / "records").is_dir():
             raise UserError(f"'{run_dir}' has no records/ folder; give the --out folder of a soul-bench run")
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is an existing file; give a folder for the report")
+    try:
+        every_record = [r for d in run_dirs for r in load_records(d)]
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    if not every_record:
+        raise UserError(f"no records in {', '.join(str(d / 'records') for d in run_dirs)}: nothing to report yet")
+    known = set(registry.optimizers()) | {r["optimizer"] for r in every_record if isinstance(r.get("optimizer"), str)}
+    if baseline_optimizer not in known:  # else an empty FO-vs-SO table, silently
+        raise UserError(f"--baseline-optimizer: unknown optimizer '{baseline_optimizer}'; valid: {', '.join(sorted(known))}")
     if task is None:  # each record names its task: use that task's card
-        try:
-            named = sorted({str(r.get("task")) for d in run_dirs for r in load_records(d) if r.get("task")})
-        except ValueError as exc:
-            raise UserError(str(exc)) from exc
+        named = sorted({str(r.get("task")) for r in every_record if r.get("task")})
         if len(named) > 1:
             raise UserError(f"the records belong to several tasks ({', '.join(named)}); report one task at a time "
                             "(give the run folders of one task, or --task NAME)")
@@ -249,8 +267,7 @@ def report(
     choose_on = _seed_list(select_on_seeds, "--select-on-seeds")
     if choose_on is not None:
         try:
-            seeds = sorted({r.get("seed") for d in run_dirs for r in load_records(d)
-                            if (r.get("kind") or "unlearned") == "unlearned"}, key=str)
+            seeds = sorted({r.get("seed") for r in every_record if (r.get("kind") or "unlearned") == "unlearned"}, key=str)
             check_held_out(choose_on, seeds, "the records' seeds")
         except ValueError as exc:
             raise UserError(f"--select-on-seeds: {exc}") from None

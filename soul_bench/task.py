@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from soul_bench.card import CardSpec, CheckSpec, MetricSpec, Ranking, parse_card, parse_section
+from soul_bench.card import CardSpec, CheckSpec, MetricSpec, Ranking, load_yaml, parse_card, parse_section
 from soul_bench.data import PromptFormat
 from soul_bench.errors import ModelCheckError, UserError
 from soul_bench.evaluate import mia
@@ -67,7 +67,7 @@ class TaskCard:
         value = override
         if isinstance(value, str):
             try:
-                value = yaml.safe_load(value)
+                value = load_yaml(value)
             except yaml.YAMLError:
                 raise UserError(f"select_by '{override}' is neither metric names (a,b) nor a YAML rule "
                                 "{by: [...], require: [...]}") from None

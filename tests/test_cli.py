@@ -210,8 +210,9 @@ def test_real_tofu_local_folder_end_to_end(tmp_path, capsys):
 def test_hparam_flag_reaches_the_record(tmp_path, capsys):
     out = tmp_path / "out"
     # a template typed in a shell: \n arrives as backslash + n and must be read as a newline
+    # exponent notation without a dot (YAML 1.1 would read '3e-2' as a string)
     code, _, err = run_cli(["run", "--methods", "npo", "--optimizers", "sophia", "--hparam", "npo.beta=0.25",
-                            "--hparam", "sophia.rho=0.03", "--harness-tasks", "", "--out", out,
+                            "--hparam", "sophia.rho=3e-2", "--harness-tasks", "", "--out", out,
                             "--prompt-template", r"Question: {question}\nAnswer:", "--dtype", "float32",
                             "--gradient-checkpointing", "--eval-batch-size", "8", *MICRO], capsys)
     assert code == 0, err
@@ -219,6 +220,30 @@ def test_hparam_flag_reaches_the_record(tmp_path, capsys):
     assert record["spec"]["dtype"] == "float32" and record["spec"]["hparams"]["loop"]["gradient_checkpointing"] is True
     assert record["spec"]["hparams"]["method"]["beta"] == 0.25 and record["spec"]["hparams"]["optimizer"]["rho"] == 0.03
     assert record["spec"]["prompt"]["template"] == "Question: {question}\nAnswer:"
+
+
+def test_numbers_written_1e_4_are_numbers_in_configs_and_flags(tmp_path):
+    """A config's ``lr: 1e-4`` and ``grid: {lr: [1e-4, 3e-4]}`` and a flag's ``npo.beta=1e-1,2E-1``
+    are numbers (PyYAML's YAML 1.1 reads an exponent without a dot as a string)."""
+    from soul_bench.cli import _parse_hparams
+    from soul_bench.spec import build_spec
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text("unlearning: {lr: 1e-4, steps: 3}\ngrid: {lr: [1e-4, 3e-4]}\n"
+                      "optimizer_hparams: {adamw: {weight_decay: 1e-2}}\n")
+    spec = build_spec(config, {})
+    assert spec.unlearning["lr"] == 1e-4 and spec.grid["lr"] == [1e-4, 3e-4]
+    assert spec.optimizer_hparams["adamw"]["weight_decay"] == 0.01
+    [(_, name, key, values)] = _parse_hparams(["npo.beta=1e-1,2E-1"])
+    assert (name, key, list(values)) == ("npo", "beta", [0.1, 0.2])
+    assert _parse_hparams(["sophia.rho=-3e+2"])[0][3] == -300.0 and _parse_hparams(["npo.beta=1e4x"])[0][3] == "1e4x"
+
+
+def test_bad_yaml_says_where(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("methods: [ga, npo\noptimizers: [adamw]\n")
+    code, _, err = run_cli(["run", "--config", config, "--out", tmp_path / "out", *MICRO], capsys)
+    assert code == 2 and "is not valid YAML" in err and "at line 2, column" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("item, message", [("npo.beta", "must look like NAME.KEY=VALUE"),
