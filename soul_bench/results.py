@@ -50,6 +50,20 @@ def finished_record(out_dir: Path, cell_id: str) -> dict | None:
     return record if record.get("status") in ("ok", "skipped") else None
 
 
+def recorded_tasks(out_dir: Path) -> set[str]:
+    """The tasks whose records an output folder holds (records that cannot be read are the
+    report's to name)."""
+    tasks = set()
+    for path in (Path(out_dir) / "records").glob("*.json"):
+        try:
+            task = json.loads(path.read_text()).get("task")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError):
+            continue
+        if isinstance(task, str):
+            tasks.add(task)
+    return tasks
+
+
 def git_sha() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,

@@ -21,7 +21,7 @@ from rich.console import Console
 from soul_bench import registry
 from soul_bench.data import IGNORE_INDEX, encode_rows
 from soul_bench.engine.loop import LoopSettings, reference_nll_table, run_loop, run_one_shot, uses_autocast
-from soul_bench.engine.lora import AdaptersDisabled, apply_lora
+from soul_bench.engine.lora import AdaptersDisabled, apply_lora, lora_config
 from soul_bench.engine.refusals import with_refusals
 from soul_bench.engine.optimizers import build_optimizer, optimizer_defaults, weight_decay_groups
 from soul_bench.engine.parallel import Processes
@@ -33,7 +33,7 @@ from soul_bench.presets import model_presets, resolve_model
 from soul_bench.report.build import build_report
 from soul_bench.report.leaderboard import leaderboard_rows, summary_table
 from soul_bench.results import (EvaluationCache, content_hash, environment, files_fingerprint, finished_record,
-                                lock_run_folder, record_path, write_json_atomic)
+                                lock_run_folder, record_path, recorded_tasks, write_json_atomic)
 from soul_bench.spec import LENGTH_KEYS, SweepSpec
 from soul_bench.task import DataSource, Task
 
@@ -222,6 +222,8 @@ class Runner:
         self.device = resolve_device(spec.device)
         if self.processes.parallel and spec.device == "auto":
             self.device = self.processes.device  # this process's own GPU (cuda:LOCAL_RANK), or the CPU
+        if spec.lora:
+            lora_config(spec.lora)  # a bad setting is one line now, not after the baselines are written
         if self.processes.fsdp:
             if spec.lora:
                 raise UserError("LoRA adapters are not trained under FSDP yet; launch with DDP (accelerate launch "
@@ -240,6 +242,13 @@ class Runner:
         self.out = Path(spec.out)
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out '{self.out}' is an existing file; give a folder (new, or one of an earlier run to resume)")
+        blocking = next((p for p in self.out.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise UserError(f"--out '{self.out}': '{blocking}' is a file, not a folder; give a folder path")
+        others = sorted(recorded_tasks(self.out) - {self.task.name}) if self.out.is_dir() else []
+        if others:
+            raise UserError(f"--out '{self.out}' holds records of task '{others[0]}'; a run folder holds one task's "
+                            f"runs (its report reads them together): give a new folder for task '{self.task.name}'")
         self.cell_ids: list[str] = []  # the records this sweep owns (an out dir may hold older ones)
         self.prompt_example: dict | None = None  # set from the first tokenizer loaded (render_example)
         self.shown_notes: set[str] = set()

@@ -85,6 +85,15 @@ class SweepSpec(BaseModel):
             check_held_out(self.select_on_seeds, self.seeds)
         return self
 
+    @field_validator("seeds", "select_on_seeds")
+    @classmethod
+    def _seed_range(cls, value: list[int] | None) -> list[int] | None:
+        # the random generators seeded with it (torch, numpy) take 0 … 2**32 − 1
+        bad = [seed for seed in value or () if not 0 <= seed < 2**32]
+        if bad:
+            raise ValueError(f"seed {bad[0]} is out of range; valid: integers from 0 to {2**32 - 1}")
+        return value
+
     @field_validator("methods", "optimizers")
     @classmethod
     def _non_empty(cls, value: list[str]) -> list[str]:
@@ -169,7 +178,8 @@ def build_spec(config_file: Path | None, overrides: dict[str, Any]) -> SweepSpec
             raise UserError(str(first["msg"]).removeprefix("Value error, ")) from exc
         where = ".".join(str(p) for p in first["loc"])
         valid = ", ".join(SweepSpec.model_fields) if first["type"] == "extra_forbidden" else None
-        raise UserError(f"bad setting '{where}': {first['msg']}" + (f"; valid settings: {valid}" if valid else "")) from exc
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise UserError(f"bad setting '{where}': {message}" + (f"; valid settings: {valid}" if valid else "")) from exc
     if isinstance(lr, list) and len(lr) > 1:  # --lr a,b,c: a grid over every optimiser's lr
         spec.grid["lr"] = lr
     elif lr is not None:  # one value on the command line beats a config's lr grid too

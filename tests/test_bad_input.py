@@ -32,6 +32,8 @@ FLAG_CASES = [
     (["--methods", "graddiff", "--hparam", "graddiff.retain_weight=-0.5"], "graddiff.retain_weight must be >= 0"),
     (["--methods", "rmu", "--hparam", "rmu.layer=-2"], "rmu.layer must be >= 0"),
     (["--eval-batch-size", "0"], "bad setting 'eval_batch_size'"),
+    (["--seeds", "99999999999999999999"], "bad setting 'seeds': seed 99999999999999999999 is out of range; valid"),
+    (["--seeds", "0,-1"], "seed -1 is out of range"),
 ]
 
 CONFIG_CASES = [
@@ -52,6 +54,9 @@ CONFIG_CASES = [
     ({"embedded": {"train": {"epoch": 3}}}, "unknown key train.epoch; valid: epochs, lr, batch_size"),
     ({"embedded": {"train": {"target": {"lr": 1e-3, "epcohs": 3}}}}, "unknown key train.target.epcohs; valid: epochs"),
     ({"embedded": {"train": {"target": 3}}}, "train.target must be a mapping of epochs"),
+    # LoRA settings peft would reject only once the model is loaded (after the baselines)
+    ({"lora": {"r": 0}}, "r (the adapters' rank) must be an integer >= 1, got 0"),
+    ({"lora": {"rr": 4}}, "bad LoRA setting (LoraConfig.__init__() got an unexpected keyword argument 'rr')"),
 ]
 
 
@@ -143,11 +148,20 @@ def test_bad_model_data_or_harness_input_is_one_line_before_any_work(tmp_path, c
 
 REPORT_CASES = [
     ("folder without records", lambda t: [t], "has no records/ folder"),
+    ("missing folder", lambda t: [t / "nowhere"], "nowhere' does not exist"),
+    ("no records yet", lambda t: [_empty_run(t)], "records: nothing to report yet"),
+    ("unknown --baseline-optimizer", lambda t: [_run_with_record(t, '{"schema": 1, "task": "tofu", "optimizer": "adamw"}'),
+                                                "--baseline-optimizer", "adamx"], "unknown optimizer 'adamx'; valid: adamw"),
     ("corrupt record", lambda t: [_run_with_record(t, "{not json")], "not a valid JSON record"),
     ("record of an unsupported schema", lambda t: [_run_with_record(t, '{"schema": 99, "task": "tofu"}')],
      "record schema 99 is not supported"),
     ("unknown --task", lambda t: [_run_with_record(t, '{"schema": 1, "task": "tofu"}'), "--task", "nope"], "unknown task 'nope'"),
 ]
+
+
+def _empty_run(tmp_path):
+    (tmp_path / "empty" / "records").mkdir(parents=True)
+    return tmp_path / "empty"
 
 
 def _run_with_record(tmp_path, text):
@@ -163,3 +177,31 @@ def test_bad_report_input_is_one_line_and_writes_nothing(tmp_path, capsys, name,
     code, _, err = run_cli(["report", *args(tmp_path), "--out", out], capsys)
     _assert_one_line_error(code, err, expected)
     assert not out.exists()
+
+
+def test_report_out_naming_a_file_is_one_line(tmp_path, capsys):
+    run = _run_with_record(tmp_path, '{"schema": 1, "task": "tofu"}')
+    (tmp_path / "afile").write_text("keep me")
+    code, _, err = run_cli(["report", run, "--out", tmp_path / "afile"], capsys)
+    _assert_one_line_error(code, err, "afile' is an existing file")
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_run_out_under_a_file_or_beside_another_tasks_records_is_refused(tmp_path, capsys):
+    """--out inside a path whose parent is a file, or a folder of another task's runs (whose
+    report would then mix tasks): one line before any work, the folder left as it was."""
+    (tmp_path / "afile").write_text("keep me")
+    code, _, err = run_cli([*BASE, "--out", tmp_path / "afile" / "sub"], capsys)
+    _assert_one_line_error(code, err, "afile' is a file, not a folder")
+    other = _run_with_record(tmp_path, '{"schema": 1, "task": "copyright", "status": "ok"}')
+    code, _, err = run_cli([*BASE, "--out", other], capsys)
+    _assert_one_line_error(code, err, "holds records of task 'copyright'; a run folder holds one task's runs")
+    assert [p.name for p in (other / "records").iterdir()] == ["cell.json"]
+
+
+@pytest.mark.parametrize("task, split", [("copyright", "book"), ("toxicity", "harmful")])
+def test_forget_split_of_a_one_split_task_is_checked(tmp_path, capsys, task, split):
+    code, _, err = run_cli(["run", "--task", task, "--preset", "micro", "--methods", "ga", "--optimizers", "adamw",
+                            "--forget-split", "forget10", "--out", tmp_path / "out"], capsys)
+    _assert_one_line_error(code, err, f"unknown forget split 'forget10'; valid: {split}")
+    assert not (tmp_path / "out").exists()

@@ -252,9 +252,15 @@ def test_relative_requirement_without_a_target_row_is_one_clear_line():
     with pytest.raises(LeaderboardError, match="relative to the target, but there is no target row") as info:
         lb.leaderboard_rows(cells(), METRICS, RELATIVE)
     assert "\n" not in str(info.value)
+
+def test_relative_requirement_the_target_cannot_judge_is_named_on_every_row():
+    """A target without the metric (it failed, or the harness giving it was off): the leaderboard
+    is still built — in rank-metric order, every row saying the requirement was not checked."""
     failed_target = rec("target", status="failed")
-    with pytest.raises(LeaderboardError, match="target row has no value of general/acc"):
-        lb.leaderboard_rows([failed_target, *cells()], METRICS, RELATIVE)
+    rows = lb.leaderboard_rows([failed_target, *cells()], METRICS, RELATIVE)
+    plain = lb.leaderboard_rows(cells(), METRICS, {"by": RELATIVE["by"]})
+    assert order(rows) == order(plain)
+    assert all(r["unmet"] == ["general acc not checked (the target has no value)"] for r in rows if r["kind"] == "unlearned")
 
 
 @pytest.mark.parametrize("requirement, message", [

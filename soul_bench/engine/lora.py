@@ -11,15 +11,28 @@ from soul_bench.errors import UserError
 DEFAULT_LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 
 
-def apply_lora(model, options: dict):
-    """Wrap ``model`` with LoRA adapters (peft); the optimiser then trains the adapters only."""
-    from peft import LoraConfig, get_peft_model
+def lora_config(options: dict):
+    """peft's ``LoraConfig`` of a run's ``lora`` settings; a bad one (unknown key, r = 0, …) is
+    one line — checked when the run starts, before any model is loaded."""
+    from peft import LoraConfig
 
     try:
         config = LoraConfig(task_type="CAUSAL_LM", **{**DEFAULT_LORA, **options})
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise UserError(f"bad LoRA setting ({exc}); see peft.LoraConfig (r, lora_alpha, lora_dropout, target_modules)") from exc
-    return get_peft_model(model, config)
+    if isinstance(config.r, bool) or not isinstance(config.r, int) or config.r < 1:  # peft finds out only on the model
+        raise UserError(f"bad LoRA setting: r (the adapters' rank) must be an integer >= 1, got {config.r!r}")
+    return config
+
+
+def apply_lora(model, options: dict):
+    """Wrap ``model`` with LoRA adapters (peft); the optimiser then trains the adapters only."""
+    from peft import get_peft_model
+
+    try:
+        return get_peft_model(model, lora_config(options))
+    except ValueError as exc:  # e.g. target_modules that name no module of this model
+        raise UserError(f"bad LoRA setting for this model: {str(exc).splitlines()[0]}") from exc
 
 
 class AdaptersDisabled(torch.nn.Module):

@@ -48,24 +48,25 @@ class Requirement:
         """The requirement, e.g. 'General acc ≥ 0.95× target'."""
         return f"{self.column.label} {'≥' if self.at_least else '≤'} {self.bound_text}"
 
-    def threshold(self, target: Mapping | None) -> float:
-        """The bound a value is compared with (needs the target row when relative to it)."""
+    def threshold(self, target: Mapping | None) -> float | None:
+        """The bound a value is compared with (needs the target row when relative to it); None
+        when the target row has no value of the metric (e.g. a harness metric of a run with the
+        harness off): then no row can be judged, and each says so."""
         if self.relative_to is None:
             return self.bound
         if target is None:
             raise LeaderboardError(f"rank requirement '{self.text}' is relative to the target, but there is no "
                                    f"target row among the records")
         reference = target["mean"].get(self.column.name)
-        if reference is None:
-            raise LeaderboardError(f"rank requirement '{self.text}' is relative to the target, but the target row "
-                                   f"has no value of {self.column.name}")
-        return self.bound * reference
+        return None if reference is None else self.bound * reference
 
     def missed_by(self, row: Mapping, target: Mapping | None) -> str | None:
         """None when ``row``'s mean meets the requirement, else a short reason ('General acc < 0.95× target');
-        a missing value misses it."""
+        a missing value misses it, and so does every row when the target has no value to compare with."""
         limit = self.threshold(target)
         value = row["mean"].get(self.column.name)
+        if limit is None:
+            return f"{self.column.label} not checked (the target has no value)"
         if value is None:
             return f"{self.column.label} missing"
         if self.at_least:
@@ -77,7 +78,7 @@ class Requirement:
         when the value is missing): 0.1 = 10 % below an at-least bound."""
         limit = self.threshold(target)
         value = row["mean"].get(self.column.name)
-        if value is None:
+        if value is None or limit is None:
             return math.inf
         gap = limit - value if self.at_least else value - limit
         return max(0.0, gap) / (abs(limit) or 1.0)

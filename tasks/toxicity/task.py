@@ -94,6 +94,8 @@ class Toxicity(Task):
 
     # -------------------------------------------------------------- data
     def load_data(self, source: DataSource, forget_split: str | None, limit: int | None, generator_options: dict) -> TaskData:
+        if forget_split not in (None, "harmful"):  # one forget set: a split asked for would be silently ignored
+            raise UserError(f"unknown forget split '{forget_split}'; valid: harmful (this task's one forget set)")
         card = self.options["data"]
         notes = []
         if source.kind == "hub":
