@@ -208,7 +208,7 @@ def list_(
 def prepare(
     task: str = typer.Option("tofu", help="task name"),
     forget_split: Optional[str] = typer.Option(None, help="forget split whose retain model to build"),
-    data: Optional[str] = typer.Option(None, help="synthetic | local:DIR | DIR"),
+    data: Optional[str] = typer.Option(None, help="synthetic | hub | hub:ID | auto | local:DIR | DIR"),
     preset: Optional[str] = typer.Option(None, help="embedded model preset"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     limit: Optional[int] = typer.Option(None, help="cap every data set at this many items"),

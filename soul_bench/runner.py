@@ -211,11 +211,18 @@ class Runner:
                     registry.build_method(method, method_hp)
                     try:
                         built = build_optimizer(optimizer, [torch.nn.Parameter(torch.zeros(1))], **optimizer_hp)
-                    except ValueError as exc:
-                        raise UserError(str(exc)) from exc
+                    except ValueError as exc:  # torch's own words (e.g. 'Invalid learning rate: -0.0001'): say whose
+                        message = str(exc)
+                        raise UserError(message if message.startswith(optimizer) else f"optimizer '{optimizer}': {message}") from exc
                     self.one_shot[optimizer] = getattr(built, "one_shot", False)
                     if getattr(built, "estimator", None) == "hutchinson":
                         self.hessian_vector_products.add(optimizer)
+        runnable = [(m, o) for m in spec.methods for o in spec.optimizers
+                    if not self.one_shot[o] or getattr(self.methods[m], "influence_compatible", False)]
+        if not runnable:  # every cell would be recorded as skipped
+            raise UserError(f"no cell of this sweep can run: {', '.join(sorted(o for o in spec.optimizers if self.one_shot[o]))} "
+                            "is a one-shot influence update of the forget cross-entropy, which only ga and graddiff "
+                            "have; add one of them or another optimizer")
         self.check_methods_fit_shape()
         self.probe_settings = self.check_probes()
         self.select_by = self.task.card.selection_rule(spec.select_by)  # checked now, used by the report

@@ -85,6 +85,16 @@ class SweepSpec(BaseModel):
             check_held_out(self.select_on_seeds, self.seeds)
         return self
 
+    @field_validator("methods", "optimizers", "seeds", "select_on_seeds", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        """A config may write a list as the flag does: ``methods: ga,npo`` or ``seeds: 0,1``."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, int) and not isinstance(value, bool):
+            return [value]
+        return value
+
     @field_validator("seeds", "select_on_seeds")
     @classmethod
     def _seed_range(cls, value: list[int] | None) -> list[int] | None:

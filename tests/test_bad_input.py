@@ -34,6 +34,8 @@ FLAG_CASES = [
     (["--eval-batch-size", "0"], "bad setting 'eval_batch_size'"),
     (["--seeds", "99999999999999999999"], "bad setting 'seeds': seed 99999999999999999999 is out of range; valid"),
     (["--seeds", "0,-1"], "seed -1 is out of range"),
+    (["--lr", "-1e-4"], "optimizer 'adamw': Invalid learning rate: -0.0001"),
+    (["--methods", "npo", "--optimizers", "iu"], "no cell of this sweep can run: iu is a one-shot influence update"),
 ]
 
 CONFIG_CASES = [

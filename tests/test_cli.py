@@ -237,6 +237,10 @@ def test_numbers_written_1e_4_are_numbers_in_configs_and_flags(tmp_path):
     [(_, name, key, values)] = _parse_hparams(["npo.beta=1e-1,2E-1"])
     assert (name, key, list(values)) == ("npo", "beta", [0.1, 0.2])
     assert _parse_hparams(["sophia.rho=-3e+2"])[0][3] == -300.0 and _parse_hparams(["npo.beta=1e4x"])[0][3] == "1e4x"
+    # a config may write a list as the flag does
+    config.write_text("methods: ga,npo\noptimizers: adamw\nseeds: 0, 1\nselect_on_seeds: 0\n")
+    spec = build_spec(config, {})
+    assert (spec.methods, spec.optimizers, spec.seeds, spec.select_on_seeds) == (["ga", "npo"], ["adamw"], [0, 1], [0])
 
 
 def test_bad_yaml_says_where(tmp_path, capsys):
