@@ -302,6 +302,16 @@ def find_json_records(folder: Path, name: str) -> list[dict] | None:
     return None
 
 
+def chosen_forget_split(forget_split: str | None, valid: list[str], default: str | None = None) -> str:
+    """The forget split a run asked for (``default``, else the first valid one, when it asked for
+    none), or one line naming the valid ones; a task with a single forget set checks too, so a
+    split asked of it is never silently ignored."""
+    split = (default or valid[0]) if forget_split is None else forget_split
+    if split not in valid:
+        raise UserError(f"unknown forget split '{split}'; valid: {', '.join(valid)}")
+    return split
+
+
 def read_json_records(path: Path) -> list[dict]:
     """A data file in the upstream layout: a JSON array of objects, or JSON lines."""
     import json

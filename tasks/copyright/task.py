@@ -42,7 +42,7 @@ from soul_bench.errors import UserError
 from soul_bench.evaluate.corpus import corpus_probes
 from soul_bench.evaluate.likelihood import cut_to_tokens, generate_answers
 from soul_bench.evaluate.metrics import rouge_l_recall, sentence_bleu
-from soul_bench.task import DataSource, Task, TaskData, load_sibling, read_json_records
+from soul_bench.task import DataSource, Task, TaskData, chosen_forget_split, load_sibling, read_json_records
 
 MIN_CONTINUATION_WORDS = 8  # a prompt must leave this much of its passage to continue
 BOOKS = ("forget", "retain", "holdout")
@@ -120,8 +120,7 @@ class Copyright(Task):
 
     # -------------------------------------------------------------- data
     def load_data(self, source: DataSource, forget_split: str | None, limit: int | None, generator_options: dict) -> TaskData:
-        if forget_split not in (None, "book"):  # one forget set: a split asked for would be silently ignored
-            raise UserError(f"unknown forget split '{forget_split}'; valid: book (this task's one forget set)")
+        chosen_forget_split(forget_split, ["book"])  # one forget set
         card = self.options["data"]
         notes = []
         if source.kind == "hub":

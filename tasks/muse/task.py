@@ -47,7 +47,7 @@ from soul_bench.errors import UserError
 from soul_bench.evaluate.corpus import corpus_probes
 from soul_bench.evaluate.likelihood import cut_to_tokens, generate_answers
 from soul_bench.evaluate.metrics import rouge_l_f1
-from soul_bench.task import DataSource, Task, TaskData, load_sibling
+from soul_bench.task import DataSource, Task, TaskData, chosen_forget_split, load_sibling
 
 TEXT_SETS = ("forget", "retain", "privleak_forget", "privleak_retain", "privleak_holdout")
 QA_SETS = ("knowmem_forget", "knowmem_retain", "knowmem_forget_icl", "knowmem_retain_icl",
@@ -115,10 +115,7 @@ class Muse(Task):
     # -------------------------------------------------------------- data
     def load_data(self, source: DataSource, forget_split: str | None, limit: int | None, generator_options: dict) -> TaskData:
         card = self.options["data"]
-        split = forget_split or card.default_forget_split
-        valid = list(card.hub) + ["synthetic"]
-        if split not in valid:
-            raise UserError(f"unknown forget split '{split}'; valid: {', '.join(valid)}")
+        split = chosen_forget_split(forget_split, list(card.hub) + ["synthetic"], card.default_forget_split)
         notes = []
         if source.kind == "hub":
             if split == "synthetic":

@@ -35,7 +35,7 @@ from soul_bench.errors import UserError
 from soul_bench.evaluate import metrics as M
 from soul_bench.evaluate import mia
 from soul_bench.evaluate.likelihood import answer_nll, generate_answers
-from soul_bench.task import DataSource, Task, TaskData, load_sibling, read_json_records
+from soul_bench.task import DataSource, Task, TaskData, chosen_forget_split, load_sibling, read_json_records
 
 TM = load_sibling(__file__, "metrics")  # TOFU's formulas (truth ratio, forget quality, model utility)
 
@@ -82,9 +82,7 @@ class Tofu(Task):
     # -------------------------------------------------------------- data
     def load_data(self, source: DataSource, forget_split: str | None, limit: int | None, generator_options: dict) -> TaskData:
         data_card = self.options["data"]
-        split = forget_split or data_card.default_forget_split
-        if split not in data_card.forget_splits:
-            raise UserError(f"unknown forget split '{split}'; valid: {', '.join(data_card.forget_splits)}")
+        split = chosen_forget_split(forget_split, data_card.forget_splits, data_card.default_forget_split)
         notes = []
         if source.kind == "hub":
             hub_id = source.hub(data_card.hub)

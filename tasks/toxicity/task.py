@@ -30,7 +30,7 @@ from soul_bench.engine.refusals import refusal_strings
 from soul_bench.errors import UserError
 from soul_bench.evaluate.likelihood import answer_nll, generate_answers, sample_continuations
 from soul_bench.evaluate.metrics import corpus_perplexity
-from soul_bench.task import DataSource, Task, TaskData, find_json_records, load_sibling
+from soul_bench.task import DataSource, Task, TaskData, chosen_forget_split, find_json_records, load_sibling
 
 QA_SETS = ("forget", "retain", "clean_eval")
 
@@ -94,8 +94,7 @@ class Toxicity(Task):
 
     # -------------------------------------------------------------- data
     def load_data(self, source: DataSource, forget_split: str | None, limit: int | None, generator_options: dict) -> TaskData:
-        if forget_split not in (None, "harmful"):  # one forget set: a split asked for would be silently ignored
-            raise UserError(f"unknown forget split '{forget_split}'; valid: harmful (this task's one forget set)")
+        chosen_forget_split(forget_split, ["harmful"])  # one forget set
         card = self.options["data"]
         notes = []
         if source.kind == "hub":

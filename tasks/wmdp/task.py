@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from soul_bench.errors import UserError
 from soul_bench.evaluate.corpus import corpus_probes
-from soul_bench.task import DataSource, Task, TaskData, find_json_records, load_sibling
+from soul_bench.task import DataSource, Task, TaskData, chosen_forget_split, find_json_records, load_sibling
 
 GROUPS = ("forget", "retain", "holdout")
 
@@ -67,9 +67,7 @@ class Wmdp(Task):
     # -------------------------------------------------------------- data
     def load_data(self, source: DataSource, forget_split: str | None, limit: int | None, generator_options: dict) -> TaskData:
         data_card = self.options["data"]
-        split = forget_split or data_card.default_forget_split
-        if split not in data_card.corpora:
-            raise UserError(f"unknown forget split '{split}'; valid: {', '.join(data_card.corpora)}")
+        split = chosen_forget_split(forget_split, list(data_card.corpora), data_card.default_forget_split)
         forget_name, retain_name = data_card.corpora[split]
         notes = []
         if source.kind == "hub":
