@@ -217,9 +217,8 @@ class Runner:
                     self.one_shot[optimizer] = getattr(built, "one_shot", False)
                     if getattr(built, "estimator", None) == "hutchinson":
                         self.hessian_vector_products.add(optimizer)
-        runnable = [(m, o) for m in spec.methods for o in spec.optimizers
-                    if not self.one_shot[o] or getattr(self.methods[m], "influence_compatible", False)]
-        if not runnable:  # every cell would be recorded as skipped
+        if not any(not self.one_shot[o] or getattr(self.methods[m], "influence_compatible", False)
+                   for m in spec.methods for o in spec.optimizers):  # every cell would be recorded as skipped
             raise UserError(f"no cell of this sweep can run: {', '.join(sorted(o for o in spec.optimizers if self.one_shot[o]))} "
                             "is a one-shot influence update of the forget cross-entropy, which only ga and graddiff "
                             "have; add one of them or another optimizer")
@@ -252,7 +251,7 @@ class Runner:
         blocking = next((p for p in self.out.parents if p.exists() and not p.is_dir()), None)
         if blocking is not None:
             raise UserError(f"--out '{self.out}': '{blocking}' is a file, not a folder; give a folder path")
-        others = sorted(recorded_tasks(self.out) - {self.task.name}) if self.out.is_dir() else []
+        others = sorted(recorded_tasks(self.out) - {self.task.name})  # (none in a folder not there yet)
         if others:
             raise UserError(f"--out '{self.out}' holds records of task '{others[0]}'; a run folder holds one task's "
                             f"runs (its report reads them together): give a new folder for task '{self.task.name}'")

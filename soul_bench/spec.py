@@ -90,7 +90,7 @@ class SweepSpec(BaseModel):
     def _comma_list(cls, value: Any) -> Any:
         """A config may write a list as the flag does: ``methods: ga,npo`` or ``seeds: 0,1``."""
         if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
+            return split_csv(value)
         if isinstance(value, int) and not isinstance(value, bool):
             return [value]
         return value
@@ -184,11 +184,11 @@ def build_spec(config_file: Path | None, overrides: dict[str, Any]) -> SweepSpec
         spec = SweepSpec(**values)
     except ValidationError as exc:
         first = exc.errors()[0]
+        message = str(first["msg"]).removeprefix("Value error, ")
         if not first["loc"]:  # a rule across settings (e.g. select_on_seeds against seeds): its own words
-            raise UserError(str(first["msg"]).removeprefix("Value error, ")) from exc
+            raise UserError(message) from exc
         where = ".".join(str(p) for p in first["loc"])
         valid = ", ".join(SweepSpec.model_fields) if first["type"] == "extra_forbidden" else None
-        message = str(first["msg"]).removeprefix("Value error, ")
         raise UserError(f"bad setting '{where}': {message}" + (f"; valid settings: {valid}" if valid else "")) from exc
     if isinstance(lr, list) and len(lr) > 1:  # --lr a,b,c: a grid over every optimiser's lr
         spec.grid["lr"] = lr

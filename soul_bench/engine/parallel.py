@@ -71,10 +71,8 @@ def leave_together() -> None:
         torch.distributed.destroy_process_group()
 
 
-# accelerate launch --use_fsdp's sharding strategies (FSDP 1 names; its numbers 1-5 too)
-RESHARD_BY_STRATEGY = {"FULL_SHARD": True, "1": True, "SHARD_GRAD_OP": False, "2": False}
-UNSHARDED_STRATEGIES = {"NO_SHARD": "NO_SHARD", "3": "NO_SHARD", "HYBRID_SHARD": "HYBRID_SHARD", "4": "HYBRID_SHARD",
-                        "HYBRID_SHARD_ZERO2": "HYBRID_SHARD_ZERO2", "5": "HYBRID_SHARD_ZERO2"}
+# accelerate launch --use_fsdp's sharding strategies: FSDP 1's names, which it also takes by number
+STRATEGY_NAMES = {"1": "FULL_SHARD", "2": "SHARD_GRAD_OP", "3": "NO_SHARD", "4": "HYBRID_SHARD", "5": "HYBRID_SHARD_ZERO2"}
 
 
 @dataclass(frozen=True)
@@ -117,14 +115,15 @@ def sharding_options(environ=None) -> ShardingOptions:
     (every process loads the whole model before it is sharded)."""
     environ = os.environ if environ is None else environ
     strategy = environ.get("FSDP_SHARDING_STRATEGY", "FULL_SHARD").strip().upper()
-    if strategy in UNSHARDED_STRATEGIES:
-        name = UNSHARDED_STRATEGIES[strategy]
-        advice = ("that is data parallelism: launch with --multi_gpu (DDP)" if name == "NO_SHARD" else
-                  "sharding within a node and replicating across nodes is not supported; use FULL_SHARD or SHARD_GRAD_OP")
-        raise UserError(f"FSDP sharding strategy {name}: {advice}")
-    if strategy not in RESHARD_BY_STRATEGY:
+    strategy = STRATEGY_NAMES.get(strategy, strategy)
+    if strategy == "NO_SHARD":
+        raise UserError("FSDP sharding strategy NO_SHARD: that is data parallelism: launch with --multi_gpu (DDP)")
+    if strategy in ("HYBRID_SHARD", "HYBRID_SHARD_ZERO2"):
+        raise UserError(f"FSDP sharding strategy {strategy}: sharding within a node and replicating across nodes is not "
+                        "supported; use FULL_SHARD or SHARD_GRAD_OP")
+    if strategy not in ("FULL_SHARD", "SHARD_GRAD_OP"):
         raise UserError(f"unknown FSDP sharding strategy {strategy!r}; valid: FULL_SHARD, SHARD_GRAD_OP")
-    reshard = RESHARD_BY_STRATEGY[strategy] and _flag(environ, "FSDP_RESHARD_AFTER_FORWARD", "true")
+    reshard = strategy == "FULL_SHARD" and _flag(environ, "FSDP_RESHARD_AFTER_FORWARD", "true")
     for name, option in (("FSDP_OFFLOAD_PARAMS", "--fsdp_offload_params"),
                          ("FSDP_ACTIVATION_CHECKPOINTING_OFFLOAD", "--fsdp_activation_checkpointing_offload")):
         if _flag(environ, name):
