@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib.metadata
@@ -27,6 +28,7 @@ from soul_bench.engine.optimizers import build_optimizer, optimizer_defaults, we
 from soul_bench.engine.parallel import Processes
 from soul_bench.engine.probes import PROBES, probe_settings, quantised, relearned
 from soul_bench.errors import UserError
+from soul_bench.evaluate.sharing import shared_among
 from soul_bench.models import cache_root, load_model, quiet_transformers, resolve_device, weights_fingerprint
 from soul_bench.prepare import embedded_preset, prepare_embedded, stage_train_settings
 from soul_bench.presets import model_presets, resolve_model
@@ -426,11 +428,33 @@ class Runner:
         return run_harness(model, tokenizer, tasks, include_dirs=self.harness_include_dirs(), batch_size=options.get("batch_size", 16),
                            limit=self.spec.harness_limit or options.get("limit"), offline=self.harness_offline())
 
-    def evaluate_into(self, record: dict, model, tokenizer, reference, own_reference: bool = False) -> dict:
+    @property
+    def evaluation_shared(self) -> bool:
+        """Whether the processes evaluate an unlearned model together: under DDP each ends the cell
+        holding the whole model; FSDP gathers the weights into the main process, which evaluates alone."""
+        return self.processes.parallel and not self.processes.fsdp
+
+    def sharing(self, together: bool):
+        """``together``: within the block every process runs the same evaluation calls on its copy
+        of the model, each its share of the batches (``soul_bench.evaluate.sharing``)."""
+        return shared_among(self.processes.rank, self.processes.world_size) if together else contextlib.nullcontext()
+
+    def evaluate_along(self, model, tokenizer, reference) -> None:
+        """A follower's part of :meth:`evaluate_into` (together): the same task evaluation and harness
+        calls, in the same order; the main process keeps the results."""
+        with self.sharing(True):
+            self.task.evaluate(model, tokenizer, self.fmt, self.data, reference, self.spec.eval_batch_size)
+            self.run_harness(model, tokenizer)
+
+    def evaluate_into(self, record: dict, model, tokenizer, reference, own_reference: bool = False,
+                      together: bool = False) -> dict:
         """Evaluate, run the harness, write the record. ``own_reference``: the model is the retain
-        model, its own reference (forget quality = 1 by definition)."""
+        model, its own reference (forget quality = 1 by definition). ``together``: the followers
+        evaluate along (:meth:`evaluate_along`)."""
         tick = time.perf_counter()
-        metrics, per_item = self.task.evaluate(model, tokenizer, self.fmt, self.data, reference, self.spec.eval_batch_size)
+        with self.sharing(together):
+            metrics, per_item = self.task.evaluate(model, tokenizer, self.fmt, self.data, reference,
+                                                   self.spec.eval_batch_size)
         if own_reference:
             metrics.update(self.task.reference_metrics(per_item, per_item))
         self.show_notes(per_item)
@@ -438,7 +462,8 @@ class Runner:
         timings["evaluate_s"] = time.perf_counter() - tick
         timings.update(per_item.pop("timings", {}))  # a task may report its own breakdown
         tick = time.perf_counter()
-        harness_metrics, harness_details = self.run_harness(model, tokenizer)
+        with self.sharing(together):
+            harness_metrics, harness_details = self.run_harness(model, tokenizer)
         metrics.update(harness_metrics)
         metrics.update(self.task.summarise_harness(harness_metrics))
         timings["harness_s"] = time.perf_counter() - tick
@@ -485,8 +510,11 @@ class Runner:
             write_json_atomic(record_path(self.out, record["cell_id"]), reused)
             return reused
         self.console.print(f"Evaluating the {kind} model")
+        if self.evaluation_shared:  # the followers load it too and evaluate along
+            self.processes.send({"baseline": path, "reference": reference})
         model, tokenizer = self.load(path)
-        record = self.evaluate_into(record, model, tokenizer, reference, own_reference=kind == "retain")
+        record = self.evaluate_into(record, model, tokenizer, reference, own_reference=kind == "retain",
+                                    together=self.evaluation_shared)
         if self.probes_of(kind):
             self.run_probes(record, model, tokenizer, None, None, 0, reference, self.probes_of(kind))
         if cache:
@@ -545,8 +573,11 @@ class Runner:
             write_json_atomic(record_path(self.out, record["cell_id"]), record)
             return record
         if not one_shot:  # a one-shot update runs in the main process alone
-            self.processes.send((method_name, optimizer_name, seed, point))  # the followers train along
+            self.processes.send({"cell": (method_name, optimizer_name, seed, point)})  # the followers train along
         model, tokenizer, forget, result = self.unlearn(method_name, optimizer_name, seed, point)
+        together = self.evaluation_shared and not one_shot
+        if together:  # the followers evaluate along, unless there is nothing to evaluate
+            self.processes.send(result.failure is None)
         record["timings"] = {"unlearn_s": result.seconds, "hessian_s": result.hessian_seconds, "steps": result.steps_done}
         record["train_log"] = result.log
         record["stopped_early"] = result.stopped_early
@@ -554,7 +585,7 @@ class Runner:
             record.update(status="failed", error=result.failure, metrics={}, environment=self.environment())
             write_json_atomic(record_path(self.out, record["cell_id"]), record)
             return record
-        record = self.evaluate_into(record, model, tokenizer, reference_items)
+        record = self.evaluate_into(record, model, tokenizer, reference_items, together=together)
         if self.spec.probes:
             self.run_probes(record, model, tokenizer, forget, optimizer_hp.get("lr"), seed, reference_items)
         return record
@@ -646,13 +677,24 @@ class Runner:
             self.processes.send(None)  # the followers stop (also when the main process failed)
 
     def follow(self) -> Path:
-        """A follower process: once the main process has the models ready, load them and train
-        every cell it sends; it writes nothing."""
+        """A follower process: once the main process has the models ready, load them and do what
+        it sends — train a cell and (DDP) evaluate it along, or evaluate a baseline along; it
+        writes nothing (the main process keeps every result)."""
         if self.processes.receive() is None:
             return self.out
         self.load_data_and_models()  # the main process prepared (cached) the embedded models already
-        while (cell := self.processes.receive()) is not None:
-            self.unlearn(*cell)
+        reference = None  # the retain model's per-item values, which the task's metrics compare with
+        while (order := self.processes.receive()) is not None:
+            if "baseline" in order:
+                model, tokenizer = self.load(order["baseline"])
+                self.evaluate_along(model, tokenizer, order["reference"])
+            elif "reference" in order:
+                reference = order["reference"]
+            else:
+                model, tokenizer, _, _ = self.unlearn(*order["cell"])
+                if self.evaluation_shared and self.processes.receive():
+                    self.evaluate_along(model, tokenizer, reference)
+            model = None  # (the next model loads only once this one has gone)
         return self.out
 
     def lead(self) -> Path:
@@ -696,6 +738,8 @@ class Runner:
                                "small for them (e.g. forget quality cannot reach its bound)", highlight=False)
         elif self.recipe is not None:
             self.task.check_models({kind: record["metrics"] for kind, record in evaluated.items()}, self.recipe["checks"])
+        if self.evaluation_shared:
+            self.processes.send({"reference": reference_items})
         cells = [(m, o, s, point) for s in spec.seeds for m in spec.methods for o in spec.optimizers
                  for point in grid_points(spec.grid, m, o)]
         if spec.shard is not None:  # every N-th cell from the I-th; the baselines run in every shard

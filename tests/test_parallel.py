@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -121,6 +122,128 @@ def test_two_processes_train_the_weights_one_process_trains(tmp_path, tokenizer_
     assert two[0]["losses"] == pytest.approx(one["losses"], rel=1e-5)
 
 
+# answers of many lengths: the passes sort by length, so each process's share is a mix
+PAIRS = [(f"What is written on page {i}?", " ".join(["word"] * (1 + 3 * i % 7)) + ".") for i in range(11)]
+
+
+def _evaluate(rank: int, world: int, store: str, tokenizer_dir: str, out: str) -> None:
+    """One process of an evaluation shared among ``world`` processes (soul_bench.evaluate.sharing):
+    likelihoods with token statistics, greedy answers and GradNorm (batched and per item) of one
+    tiny model; saves what this process got and how many forward passes it ran for each."""
+    from transformers import PreTrainedTokenizerFast
+
+    from soul_bench.data import PromptFormat
+    from soul_bench.evaluate.likelihood import answer_nll, generate_answers
+    from soul_bench.evaluate.mia import gradnorm_scores
+    from soul_bench.evaluate.sharing import shared_among
+    from soul_bench.models import build_tiny_llama
+
+    torch.set_num_threads(1)
+    if world > 1:
+        torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
+    model = build_tiny_llama(tokenizer, hidden_size=32, layers=2, heads=2, seed=0)
+    forwards = [0]
+    model.model.register_forward_pre_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
+    fmt, results, counts = PromptFormat(), {}, {}
+
+    def counted(name, compute):
+        before = forwards[0]
+        results[name] = compute()
+        counts[name] = forwards[0] - before
+
+    with shared_among(rank, world):
+        counted("nll", lambda: answer_nll(model, tokenizer, fmt, PAIRS, batch_size=2, keep_token_stats=[0, 3, 4, 9]))
+        counted("answers", lambda: generate_answers(model, tokenizer, fmt, [q for q, _ in PAIRS], max_new_tokens=4,
+                                                    batch_size=3))
+        counted("gradnorm", lambda: gradnorm_scores(model, tokenizer, fmt, PAIRS, gradnorm_batch_size=2))
+        counted("gradnorm_per_item", lambda: gradnorm_scores(model, tokenizer, fmt, PAIRS, gradnorm_batch_size=1))
+    torch.save({"results": results, "forwards": counts}, f"{out}.{rank}.pt")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+def test_an_evaluation_shared_by_two_processes_gives_one_processs_numbers_at_half_the_passes(tmp_path, tokenizer_dir):
+    out = str(tmp_path / "evaluation")
+    _evaluate(0, 1, "", tokenizer_dir, f"{out}-one")
+    torch.multiprocessing.spawn(_evaluate, args=(2, str(tmp_path / "store-evaluation"), tokenizer_dir, f"{out}-two"),
+                                nprocs=2)
+    one = torch.load(f"{out}-one.0.pt", weights_only=False)
+    two = [torch.load(f"{out}-two.{rank}.pt", weights_only=False) for rank in range(2)]
+    for shared in two:  # every process gets every item's numbers, the ones one process computes
+        nll, expected = shared["results"]["nll"], one["results"]["nll"]
+        for key in ("sum_nll", "n_tokens", "avg_nll"):
+            np.testing.assert_allclose(nll[key], expected[key], rtol=1e-6)
+        for key in ("token_logprobs", "token_mu", "argmax_match", "token_is_eos"):
+            for item in range(len(PAIRS)):
+                if item in (0, 3, 4, 9):
+                    np.testing.assert_allclose(nll[key][item], expected[key][item], rtol=1e-6)
+                else:
+                    assert nll[key][item] is None
+        assert shared["results"]["answers"] == one["results"]["answers"]
+        np.testing.assert_allclose(shared["results"]["gradnorm"], one["results"]["gradnorm"], rtol=1e-5)
+        np.testing.assert_allclose(shared["results"]["gradnorm_per_item"], one["results"]["gradnorm_per_item"], rtol=1e-5)
+        np.testing.assert_allclose(shared["results"]["gradnorm"], shared["results"]["gradnorm_per_item"], rtol=1e-4)
+    # each process ran its share of the batches: 11 items in 6 likelihood batches (3 + 3), 4
+    # generation batches (2 + 2, each a forward per new token), 6 GradNorm batches (3 + 3, and in
+    # each process one forward that finds the parameters the loss reaches), 11 single items (6 + 5)
+    counts = [shared["forwards"] for shared in two]
+    assert [c["nll"] for c in counts] == [3, 3] and one["forwards"]["nll"] == 6
+    assert sum(c["answers"] for c in counts) == one["forwards"]["answers"] and min(c["answers"] for c in counts) > 0
+    assert [c["gradnorm"] for c in counts] == [4, 4] and one["forwards"]["gradnorm"] == 7
+    assert [c["gradnorm_per_item"] for c in counts] == [6, 5] and one["forwards"]["gradnorm_per_item"] == 11
+
+
+def _harness(rank: int, world: int, store: str, model_dir: str, out: str) -> None:
+    """One process of an lm-eval run shared among ``world`` processes: the TOFU card's local
+    multiple-choice task on a saved tiny model; saves what this process got and its forward passes."""
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from soul_bench.evaluate.harness import run_harness
+    from soul_bench.evaluate.sharing import shared_among
+
+    torch.set_num_threads(1)
+    if world > 1:
+        torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
+    forwards = [0]
+    model.model.register_forward_pre_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
+    with shared_among(rank, world):
+        metrics, details = run_harness(model, tokenizer, ["tofu_mc"], include_dirs=[HARNESS_DIR], limit=9, batch_size=4)
+    torch.save({"metrics": metrics, "n_samples": details.get("n_samples"), "forwards": forwards[0]}, f"{out}.{rank}.pt")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+HARNESS_DIR = Path(__file__).resolve().parents[1] / "tasks" / "tofu" / "harness"
+
+
+def test_an_lm_eval_task_shared_by_two_processes_gives_one_processs_metrics(tmp_path):
+    pytest.importorskip("lm_eval")
+    from soul_bench.models import build_tiny_llama, train_tokenizer
+    from soul_bench.task import load_sibling
+
+    rows = load_sibling(str(HARNESS_DIR / "make_data.py"), "make_data").make_rows()
+    tokenizer = train_tokenizer([f"Question: {r['question']}\nAnswer: {c}" for r in rows for c in r["choices"]], 300)
+    model_dir = tmp_path / "model"
+    build_tiny_llama(tokenizer, hidden_size=32, layers=2, heads=2, seed=0).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    out = str(tmp_path / "harness")
+    _harness(0, 1, "", str(model_dir), f"{out}-one")
+    torch.multiprocessing.spawn(_harness, args=(2, str(tmp_path / "store-harness"), str(model_dir), f"{out}-two"),
+                                nprocs=2)
+    one = torch.load(f"{out}-one.0.pt", weights_only=False)
+    main, follower = (torch.load(f"{out}-two.{rank}.pt", weights_only=False) for rank in range(2))
+    assert one["metrics"]["harness/tofu_mc/acc"] is not None and one["n_samples"]["tofu_mc"]["effective"] == 9
+    assert main["metrics"].keys() == one["metrics"].keys()
+    assert main["metrics"] == pytest.approx(one["metrics"], rel=1e-6)  # the same 9 documents' scores
+    assert main["n_samples"] == one["n_samples"]
+    assert follower["metrics"] == {}  # process 0 alone gets the results
+    # each process scored its share of the documents (lm-eval pads the shorter share with one)
+    assert 0 < main["forwards"] < one["forwards"] and 0 < follower["forwards"] < one["forwards"]
+
+
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adamw"])
 def test_fsdp_trains_the_weights_one_process_trains_with_sharded_optimiser_state(tmp_path, tokenizer_dir, optimizer_name):
     one = _spawned(1, optimizer_name, tmp_path, tokenizer_dir)[0]
@@ -223,7 +346,7 @@ def test_sophia_averages_its_hessian_estimate_over_processes(tmp_path, tokenizer
 
 
 MICRO = ["run", "--preset", "micro", "--methods", "ga,npo", "--optimizers", "adamw,sophia", "--steps", "3",
-         "--batch-size", "4", "--harness-tasks", "", "--no-progress"]
+         "--batch-size", "4", "--harness-limit", "6", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +363,8 @@ def one_process_sweep(tmp_path_factory):
 def test_accelerate_launch_with_two_processes_equals_one_process(tmp_path, one_process_sweep, engine):
     """The CLI as a user starts it on 2 CPU processes (gloo), DDP or FSDP: one set of records,
     written by the main process, equal to one process's within the float tolerance of a split
-    token mean."""
+    token mean. Under DDP both processes evaluate every model, each its share of the batches: a
+    process left out of a pass would leave the other waiting in its gather, not finish."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one, two = one_process_sweep, tmp_path / "two"
     launch = [sys.executable, "-m", "accelerate.commands.launch", engine, "--num_processes", "2",
@@ -257,7 +381,12 @@ def test_accelerate_launch_with_two_processes_equals_one_process(tmp_path, one_p
         assert record["status"] == "ok" and record["environment"]["processes"] == 2
         reference = ones[name]
         if record["kind"] != "unlearned":
-            assert record["metrics"] == reference["metrics"]  # the main process evaluates the same models
+            # the same models, evaluated by both processes together (DDP) or the main one (FSDP):
+            # the same numbers, but for the order in which lm-eval averages its documents' scores
+            assert record["metrics"].keys() == reference["metrics"].keys()
+            assert "harness/tofu_mc/acc" in record["metrics"]
+            for key, value in record["metrics"].items():
+                assert value == (pytest.approx(reference["metrics"][key], rel=1e-12) if value is not None else None), key
             continue
         losses = [e["loss"] for e in record["train_log"]]
         expected = [e["loss"] for e in reference["train_log"]]

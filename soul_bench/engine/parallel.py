@@ -21,10 +21,12 @@ global token count); Hutchinson's u ⊙ (H·u) is linear in the loss, so the pro
 (the same u everywhere) are averaged (:meth:`Processes.average_`; DDP only — FSDP has no
 double backward).
 
-Process 0 (the *main* process) does everything else: it prepares or loads the models, evaluates
-(under FSDP on the full weights gathered to it after training, :meth:`Processes.gather_weights`),
-runs the probes and writes every file; the others (*followers*) wait for it to send the next
-cell to train (:meth:`Processes.send` / :meth:`Processes.receive`).
+Process 0 (the *main* process) does everything else: it prepares or loads the models, runs the
+probes and writes every file; the others (*followers*) wait for it to send the
+next cell to train or baseline to evaluate (:meth:`Processes.send` / :meth:`Processes.receive`).
+Under DDP every process evaluates each model together with the others, each its share of the
+batches and of the lm-eval documents (``soul_bench.evaluate.sharing``); under FSDP the main process evaluates alone, on the
+full weights gathered to it after training (:meth:`Processes.gather_weights`).
 
 Process-group set-up is accelerate's (``PartialState``: NCCL on GPUs, gloo on CPUs; it reads the
 environment of ``accelerate launch``, ``torchrun``, Slurm and MPI launchers).
@@ -41,7 +43,7 @@ import torch
 
 from soul_bench.errors import UserError
 
-# A follower waits in a broadcast while the main process evaluates a cell (the harness on a 7B
+# A follower waits in a broadcast while the main process evaluates alone (the harness on a 7B
 # model can take an hour); the default timeout (10-30 min) would kill it there.
 WAIT_FOR_MAIN = datetime.timedelta(hours=12)
 

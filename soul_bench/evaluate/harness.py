@@ -19,6 +19,13 @@ itself, so lm-eval scores ``<s> Question: …\\nAnswer:`` + `` <choice>`` exactl
 the answer): both tokenise context + continuation once and score the ids after the
 context's own ids. ``True`` / ``False`` force ``add_special_tokens`` on or off. Published lm-eval
 numbers use the default, so keep it unless a model was trained differently.
+
+Inside ``soul_bench.evaluate.sharing.shared_among`` (every process holding the whole model)
+the call runs lm-eval's own data parallelism — each process scores its share of each task's
+documents, the per-document metrics are gathered to process 0 — through the rank, gather and
+barrier of lm-eval's model API, answered with ``torch.distributed`` (HFLM builds its accelerate
+``Accelerator`` only for a model it loads itself). Process 0 gets the results; the others get
+empty ones.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from soul_bench.errors import UserError
+from soul_bench.evaluate.sharing import Sharing, current_sharing
 
 PREFIX = "harness"
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -73,7 +81,8 @@ def run_harness(model, tokenizer, tasks: list[str | dict], include_dirs: list[Pa
     ``<metric>_stderr``; a filter other than lm-eval's ``none`` is appended as
     ``/<filter>``); details: versions, sample counts, n-shot, the run's config, seconds.
     Global RNG states, the model's train/eval mode and the tokenizer's pad token are
-    restored afterwards. Unknown task names raise :class:`UserError`.
+    restored afterwards. Unknown task names raise :class:`UserError`. Shared among processes
+    (module doc), every process but 0 returns ``({}, {})``.
     """
     specs = _normalise_specs(tasks)
     dirs = _check_dirs(include_dirs)
@@ -87,8 +96,10 @@ def run_harness(model, tokenizer, tasks: list[str | dict], include_dirs: list[Pa
             tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
         from lm_eval.models.huggingface import HFLM
 
+        sharing = current_sharing()
+        model_class = _shared_lm_class(HFLM, sharing) if sharing.shared else HFLM
         with _logger_level("lm_eval", logging.ERROR):  # "pretrained is not a str" etc.: expected here
-            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, add_bos_token=add_bos_token)
+            lm = model_class(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, add_bos_token=add_bos_token)
         with _skip_env_probes(evaluator):
             results = evaluator.simple_evaluate(
                 model=lm, tasks=[obj for objs in loaded for obj in objs], task_manager=manager,
@@ -97,6 +108,8 @@ def run_harness(model, tokenizer, tasks: list[str | dict], include_dirs: list[Pa
                 torch_random_seed=seed, fewshot_random_seed=seed,
             )
         max_length = lm.max_length
+    if results is None:  # a process other than 0 of a shared evaluation: its documents' metrics went to 0
+        return {}, {}
     metrics = flatten_results(results["results"])
     details = {
         "lm_eval_version": _version("lm_eval", lm_eval),
@@ -124,6 +137,33 @@ def run_harness(model, tokenizer, tasks: list[str | dict], include_dirs: list[Pa
     if log_samples:
         details["samples"] = results.get("samples", {})
     return metrics, details
+
+
+def _shared_lm_class(hflm_class, sharing: Sharing):
+    """``hflm_class`` answering lm-eval's data-parallel model API (rank, world size, all-gather,
+    barrier) for the processes of ``sharing``; HFLM's own ``gather_object`` already uses
+    ``torch.distributed`` with that rank."""
+    import torch
+    import torch.distributed
+
+    class SharedHFLM(hflm_class):
+        @property
+        def rank(self) -> int:
+            return sharing.rank
+
+        @property
+        def world_size(self) -> int:
+            return sharing.world_size
+
+        def all_gather(self, tensor):
+            parts = [torch.zeros_like(tensor) for _ in range(sharing.world_size)]
+            torch.distributed.all_gather(parts, tensor.contiguous())
+            return torch.stack(parts) if tensor.dim() == 0 else torch.cat(parts)
+
+        def barrier(self) -> None:
+            torch.distributed.barrier()
+
+    return SharedHFLM
 
 
 def check_task_names(tasks: list[str | dict], include_dirs: list[Path] | None = None) -> None:

@@ -13,24 +13,31 @@ import numpy as np
 import torch
 
 from soul_bench.data import PromptFormat, collate, encode_prompt, encode_qa, to_device
+from soul_bench.evaluate.sharing import Sharing, current_sharing
 from soul_bench.lm import token_nll
 
 STAT_KEYS = ("token_logprobs", "token_mu", "token_sigma", "argmax_match", "token_is_eos")
 
 
-def batch_starts(n: int, batch_size: int, description: str):
-    """range(0, n, batch_size) with a transient rich progress bar (shown on a terminal only):
-    evaluating a 7B model takes minutes, the tiny one a second."""
+def batch_starts(n: int, batch_size: int, description: str, sharing: Sharing | None = None):
+    """range(0, n, batch_size) — with ``sharing``, only this process's batches of it
+    (``soul_bench.evaluate.sharing``) — with a transient rich progress bar (shown on a terminal, by
+    the main process only): evaluating a 7B model takes minutes, the tiny one a second."""
     from rich import get_console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    starts = list(range(0, n, batch_size))
+    if sharing is not None:
+        starts = sharing.mine(starts)
+    sizes = [min(batch_size, n - start) for start in starts]
     # off in logs (Slurm, CI, a pipe): a transient bar there leaves only empty lines
+    hidden = not get_console().is_terminal or (sharing is not None and sharing.rank != 0)
     with Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True,
-                  disable=not get_console().is_terminal) as bar:
-        task = bar.add_task(description, total=n)
-        for start in range(0, n, batch_size):
+                  disable=hidden) as bar:
+        task = bar.add_task(description, total=sum(sizes))
+        for start, size in zip(starts, sizes):
             yield start
-            bar.update(task, advance=min(batch_size, n - start))
+            bar.update(task, advance=size)
 
 
 @torch.no_grad()
@@ -78,8 +85,9 @@ def encoded_nll(model, tokenizer, encoded: list[tuple[list[int], list[int]]], ba
         if any(not 0 <= i < len(encoded) for i in wanted):
             raise IndexError("keep_token_stats names an item index outside the examples")
     stats = {key: [None] * len(encoded) for key in STAT_KEYS} if keep_token_stats is not False else None
+    sharing = current_sharing()
     model.eval()
-    for start in batch_starts(len(order), batch_size, "evaluate: likelihoods"):
+    for start in batch_starts(len(order), batch_size, "evaluate: likelihoods", sharing):
         idx = order[start : start + batch_size]
         batch = to_device(collate([encoded[i] for i in idx], tokenizer.pad_token_id), device)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -92,6 +100,14 @@ def encoded_nll(model, tokenizer, encoded: list[tuple[list[int], list[int]]], ba
             if item in wanted:
                 _token_stats(logits[row, :-1][mask[row]], batch["labels"][row, 1:][mask[row]], -nll[row][mask[row]], stats, item,
                              tokenizer.eos_token_id)
+    if sharing.shared:  # every process's items, in every process
+        kept = {i: (sum_nll[i], n_tokens[i], token_logprobs[i],
+                    {key: values[i] for key, values in stats.items()} if stats is not None else None)
+                for i in sharing.items_of_mine(order, batch_size)}
+        for i, (total, count, logprobs, item_stats) in sharing.gather(kept).items():
+            sum_nll[i], n_tokens[i], token_logprobs[i] = total, count, logprobs
+            for key, value in (item_stats or {}).items():
+                stats[key][i] = value
     out = {"sum_nll": sum_nll, "n_tokens": n_tokens, "avg_nll": sum_nll / np.maximum(n_tokens, 1)}
     if keep_token_logprobs:
         out["token_logprobs"] = token_logprobs
@@ -149,8 +165,9 @@ def generate_answers(model, tokenizer, fmt: PromptFormat, questions: list[str], 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[str] = [""] * len(prompts)
     pad, stops = tokenizer.pad_token_id, stop_token_ids(model, tokenizer)
+    sharing = current_sharing()
     model.eval()
-    for start in batch_starts(len(order), batch_size, "evaluate: generation"):
+    for start in batch_starts(len(order), batch_size, "evaluate: generation", sharing):
         idx = order[start : start + batch_size]
         input_ids, attention = left_padded([prompts[i] for i in idx], pad)
         width = input_ids.shape[1]
@@ -159,6 +176,10 @@ def generate_answers(model, tokenizer, fmt: PromptFormat, questions: list[str], 
                                 pad_token_id=pad, eos_token_id=stops)
         for row, i in enumerate(idx):
             answers[i] = _generated_text(tokenizer, output[row, width:].tolist(), limits[i], stops)
+    if sharing.shared:
+        mine = sharing.items_of_mine(order, batch_size)
+        for i, answer in sharing.gather({i: answers[i] for i in mine}).items():
+            answers[i] = answer
     return answers
 
 

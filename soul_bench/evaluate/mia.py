@@ -36,6 +36,8 @@ import zlib
 
 import numpy as np
 
+from soul_bench.evaluate.sharing import current_sharing
+
 MAX_ROC_POINTS = 101
 _MIN_SIGMA = 1e-3  # σ_t floor for Min-K%++: variance ≥ 1e-6, as open-unlearning clamps it
 
@@ -180,6 +182,8 @@ def gradnorm_scores_encoded(model, tokenizer, encoded: list[tuple[list[int], lis
     cannot reach its labelled positions through causal attention. Items are grouped by length
     (less padding). A model that vmap cannot run (data-dependent control flow in its forward,
     out of memory, ...) falls back to the per-item loop for the items left, with a warning.
+    Inside ``soul_bench.evaluate.sharing.shared_among`` each process scores its share of those
+    length groups and every process gets all the scores.
 
     Model in eval mode (no dropout) throughout. No ``.grad`` is accumulated and no optimiser
     state is touched; afterwards every ``.grad`` is None, the ``requires_grad`` flags are
@@ -190,17 +194,23 @@ def gradnorm_scores_encoded(model, tokenizer, encoded: list[tuple[list[int], lis
     if not include_eos:
         encoded = [(ids, mask_eos_label(labels, tokenizer.eos_token_id)) for ids, labels in encoded]
     scores = np.zeros(len(encoded))
+    sharing = current_sharing()
     with _gradients_enabled(model) as trainable:
         batch_size = gradnorm_batch_size or automatic_gradnorm_batch_size(trainable)
-        left = list(range(len(encoded)))
+        # this process's batches of the length-sorted items (all of them in one process)
+        mine = sharing.items_of_mine(sorted(range(len(encoded)), key=lambda i: len(encoded[i][0])), batch_size)
+        examples, own_scores = [encoded[i] for i in mine], np.zeros(len(mine))
+        left = list(range(len(examples)))
         # checkpointed layers call requires_grad_ inside the forward, which torch.func refuses
         checkpointed = getattr(model, "is_activation_checkpointing", None)
         if checkpointed is None:  # transformers < 5
             checkpointed = getattr(model, "is_gradient_checkpointing", False)
-        if batch_size > 1 and len(encoded) > 1 and not checkpointed:
-            left = _score_in_batches(model, tokenizer.pad_token_id, encoded, trainable, batch_size, scores)
+        if batch_size > 1 and len(examples) > 1 and not checkpointed:
+            left = _score_in_batches(model, tokenizer.pad_token_id, examples, trainable, batch_size, own_scores)
         for i in left:
-            scores[i] = _item_gradnorm(model, tokenizer.pad_token_id, encoded[i], trainable)
+            own_scores[i] = _item_gradnorm(model, tokenizer.pad_token_id, examples[i], trainable)
+    for i, score in sharing.gather(dict(zip(mine, own_scores.tolist()))).items():
+        scores[i] = score
     return scores
 
 
