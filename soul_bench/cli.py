@@ -68,7 +68,7 @@ def run(
     from soul_bench.runner import Runner
 
     overrides = dict(task=task, methods=split_csv(methods), optimizers=split_csv(optimizers),
-                     seeds=[_int(s, "seed") for s in split_csv(seeds)] if seeds else None, forget_split=forget_split,
+                     seeds=_seed_list(seeds, "--seeds"), forget_split=forget_split,
                      model=model, retain_model=retain_model, data=data, preset=preset, out=out, device=device,
                      lr=_numbers(lr, "--lr", "1e-4 or 1e-5,3e-5,1e-4"), steps=steps, epochs=epochs, batch_size=batch_size, limit=limit, prompt_template=unescape(prompt_template),
                      answer_prefix=unescape(answer_prefix), system_prompt=unescape(system_prompt),
@@ -105,6 +105,8 @@ def _parse_options(items: list[str], flag: str, example: str) -> dict:
         key, sep, value = item.partition("=")
         if not (sep and key.strip()):
             raise UserError(f"{flag} '{item}' must look like KEY=VALUE, e.g. {example}")
+        if not value.strip():
+            raise UserError(f"{flag} '{item}' gives no value after '='; e.g. {example}")
         parsed[key.strip()] = _yaml_value(value, flag, item)
     return parsed
 
@@ -160,6 +162,8 @@ def _parse_hparams(items: list[str]) -> list[tuple[str, str, str, object]]:
         name, dot, key = name_key.partition(".")
         if not (sep and dot and name and key):
             raise UserError(f"--hparam '{item}' must look like NAME.KEY=VALUE, e.g. npo.beta=0.2")
+        if not value.strip():
+            raise UserError(f"--hparam '{item}' gives no value after '='; e.g. npo.beta=0.2 or npo.beta=0.05,0.1")
         if name not in methods and name not in optimizers:
             raise UserError(f"--hparam '{item}': '{name}' is neither a method nor an optimiser; valid: "
                             f"{', '.join(sorted(methods) + sorted(optimizers))}")
@@ -320,8 +324,8 @@ def reproduce(
         reference = card.section("reference")
         if not card.spec.reference:
             raise UserError(f"task '{name}' has no reference sweep (card section 'reference')")
-        prepare = [_int(s, "prepare seed") for s in split_csv(prepare_seeds)] if prepare_seeds else reference["prepare_seeds"]
-        every_seed = [_int(s, "seed") for s in split_csv(seeds)] if seeds else reference["seeds"]
+        prepare = _seed_list(prepare_seeds, "--prepare-seeds") or reference["prepare_seeds"]
+        every_seed = _seed_list(seeds, "--seeds") or reference["seeds"]
         choose_on = reference.get("select_on_seeds")
         if choose_on is not None:
             try:

@@ -211,6 +211,8 @@ class Runner:
                 for point in grid_points(spec.grid, method, optimizer):
                     _, method_hp, optimizer_hp = cell_settings(self.task, spec, method, optimizer, spec.seeds[0], point, self.model_methods)
                     registry.build_method(method, method_hp)
+                    if optimizer_hp.get("lr") == 0:  # torch takes it; the cell would be the target again
+                        raise UserError(f"optimizer '{optimizer}': lr 0 changes no weight; give a positive learning rate")
                     try:
                         built = build_optimizer(optimizer, [torch.nn.Parameter(torch.zeros(1))], **optimizer_hp)
                     except ValueError as exc:  # torch's own words (e.g. 'Invalid learning rate: -0.0001'): say whose

@@ -35,6 +35,9 @@ FLAG_CASES = [
     (["--seeds", "99999999999999999999"], "bad setting 'seeds': seed 99999999999999999999 is out of range; valid"),
     (["--seeds", "0,-1"], "seed -1 is out of range"),
     (["--lr", "-1e-4"], "optimizer 'adamw': Invalid learning rate: -0.0001"),
+    (["--lr", "0"], "optimizer 'adamw': lr 0 changes no weight"),
+    (["--seeds", ""], "--seeds names no seed"),
+    (["--hparam", "npo.beta="], "--hparam 'npo.beta=' gives no value after '='"),
     (["--methods", "npo", "--optimizers", "iu"], "no cell of this sweep can run: iu is a one-shot influence update"),
 ]
 
@@ -49,6 +52,7 @@ CONFIG_CASES = [
     ({"unlearning": {"bf16": "yes"}}, "'bf16' must be true or false"),
     ({"unlearning": {"early_stop_every": 0}}, "'early_stop_every' must be an integer >= 1"),
     ({"method_hparams": {"npo": {"beta": "high"}}}, "npo.beta must be a number"),
+    ({"optimizer_hparams": {"sophia": {"lr": 0}}}, "optimizer 'sophia': lr 0 changes no weight"),
     ({"optimizer_hparams": {"sophia": {"bias_correction": 1}}}, "sophia.bias_correction must be true or false"),
     ({"optimizer_hparams": {"adamw": {"betas": [0.9]}}}, "adamw.betas must be a list of 2 numbers"),
     ({"prompt_template": "Q: {question}", "system_prompt": "Be brief."}, "a system prompt needs the chat template"),
