@@ -432,9 +432,9 @@ class Runner:
 
     @property
     def evaluation_shared(self) -> bool:
-        """Whether the processes evaluate an unlearned model together: under DDP each ends the cell
-        holding the whole model; FSDP gathers the weights into the main process, which evaluates alone."""
-        return self.processes.parallel and not self.processes.fsdp
+        """Whether the processes evaluate each model together: several processes, each ending a cell
+        with the whole model (DDP's replica, or FSDP's weights gathered and broadcast)."""
+        return self.processes.parallel
 
     def sharing(self, together: bool):
         """``together``: within the block every process runs the same evaluation calls on its copy
@@ -639,13 +639,15 @@ class Runner:
                               description=f"{method_name} × {optimizer_name} s{seed}",
                               show_progress=self.spec.show_progress and self.processes.is_main, processes=self.processes,
                               reference_nll=reference_nll)
-        if self.processes.fsdp and not one_shot:  # evaluation runs on the main process's full copy of the weights
+        if self.processes.fsdp and not one_shot:  # every process evaluates a whole copy of the trained weights
             del reference, optimizer
-            weights = self.processes.gather_weights(model)
+            weights = self.processes.gather_weights(model)  # on the main process's CPU
             model = None  # the shards go before the whole copy comes
+            model = self.load(self.target_path)[0]
             if self.processes.is_main:
-                model = self.load(self.target_path)[0]
                 model.load_state_dict(weights)
+            del weights
+            self.processes.broadcast_weights(model)  # the followers' copies take them from the main process
         return model, tokenizer, forget, result
 
     def run_probes(self, record: dict, model, tokenizer, forget, lr: float | None, seed: int, reference_items,

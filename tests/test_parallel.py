@@ -194,6 +194,33 @@ def test_an_evaluation_shared_by_two_processes_gives_one_processs_numbers_at_hal
     assert [c["gradnorm_per_item"] for c in counts] == [6, 5] and one["forwards"]["gradnorm_per_item"] == 11
 
 
+def _broadcast(rank: int, world: int, store: str, tokenizer_dir: str, out: str) -> None:
+    """Each process builds the model from its own seed, then takes the main process's weights."""
+    from transformers import PreTrainedTokenizerFast
+
+    from soul_bench.models import build_tiny_llama
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
+    model = build_tiny_llama(tokenizer, hidden_size=32, layers=2, heads=2, seed=rank)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    Processes(rank=rank, world_size=world, device=torch.device("cpu")).broadcast_weights(model)
+    torch.save({"before": before, "after": model.state_dict()}, f"{out}.{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_broadcast_weights_gives_every_process_the_main_processs_weights(tmp_path, tokenizer_dir):
+    """What FSDP's followers evaluate: their own copy of the target, made the main process's."""
+    out = str(tmp_path / "broadcast")
+    torch.multiprocessing.spawn(_broadcast, args=(2, str(tmp_path / "store-broadcast"), tokenizer_dir, out), nprocs=2)
+    main, follower = (torch.load(f"{out}.{rank}.pt") for rank in range(2))
+    assert not torch.equal(main["before"]["model.layers.0.mlp.up_proj.weight"],
+                           follower["before"]["model.layers.0.mlp.up_proj.weight"])
+    for name, value in main["before"].items():
+        assert torch.equal(main["after"][name], value), name
+        assert torch.equal(follower["after"][name], value), name
+
+
 def _harness(rank: int, world: int, store: str, model_dir: str, out: str) -> None:
     """One process of an lm-eval run shared among ``world`` processes: the TOFU card's local
     multiple-choice task on a saved tiny model; saves what this process got and its forward passes."""
@@ -363,8 +390,8 @@ def one_process_sweep(tmp_path_factory):
 def test_accelerate_launch_with_two_processes_equals_one_process(tmp_path, one_process_sweep, engine):
     """The CLI as a user starts it on 2 CPU processes (gloo), DDP or FSDP: one set of records,
     written by the main process, equal to one process's within the float tolerance of a split
-    token mean. Under DDP both processes evaluate every model, each its share of the batches: a
-    process left out of a pass would leave the other waiting in its gather, not finish."""
+    token mean. Both processes evaluate every model (under FSDP a whole copy each), each its share
+    of the batches: a process left out of a pass would leave the other waiting in its gather."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one, two = one_process_sweep, tmp_path / "two"
     launch = [sys.executable, "-m", "accelerate.commands.launch", engine, "--num_processes", "2",
@@ -381,8 +408,8 @@ def test_accelerate_launch_with_two_processes_equals_one_process(tmp_path, one_p
         assert record["status"] == "ok" and record["environment"]["processes"] == 2
         reference = ones[name]
         if record["kind"] != "unlearned":
-            # the same models, evaluated by both processes together (DDP) or the main one (FSDP):
-            # the same numbers, but for the order in which lm-eval averages its documents' scores
+            # the same models, evaluated by both processes together: the same numbers, but for the
+            # order in which lm-eval averages its documents' scores
             assert record["metrics"].keys() == reference["metrics"].keys()
             assert "harness/tofu_mc/acc" in record["metrics"]
             for key, value in record["metrics"].items():

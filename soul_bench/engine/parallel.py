@@ -24,9 +24,10 @@ double backward).
 Process 0 (the *main* process) does everything else: it prepares or loads the models, runs the
 probes and writes every file; the others (*followers*) wait for it to send the
 next cell to train or baseline to evaluate (:meth:`Processes.send` / :meth:`Processes.receive`).
-Under DDP every process evaluates each model together with the others, each its share of the
-batches and of the lm-eval documents (``soul_bench.evaluate.sharing``); under FSDP the main process evaluates alone, on the
-full weights gathered to it after training (:meth:`Processes.gather_weights`).
+Every process evaluates each model together with the others, each its share of the batches and
+of the lm-eval documents (``soul_bench.evaluate.sharing``): under DDP on its replica, under FSDP on
+a whole copy that takes the trained weights gathered to the main process
+(:meth:`Processes.gather_weights`, then :meth:`Processes.broadcast_weights`).
 
 Process-group set-up is accelerate's (``PartialState``: NCCL on GPUs, gloo on CPUs; it reads the
 environment of ``accelerate launch``, ``torchrun``, Slurm and MPI launchers).
@@ -43,8 +44,8 @@ import torch
 
 from soul_bench.errors import UserError
 
-# A follower waits in a broadcast while the main process evaluates alone (the harness on a 7B
-# model can take an hour); the default timeout (10-30 min) would kill it there.
+# A follower waits in a broadcast while the main process runs the probes or prepares the embedded
+# models alone (relearning a 7B model can take an hour); the default timeout (10-30 min) would kill it there.
 WAIT_FOR_MAIN = datetime.timedelta(hours=12)
 
 
@@ -231,6 +232,15 @@ class Processes:
 
         weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return weights if self.is_main else None
+
+    def broadcast_weights(self, model: torch.nn.Module) -> None:
+        """Every process's ``model`` (the same architecture, whole in each) takes the main process's
+        parameters and buffers, in place: one broadcast per tensor, so no process holds a second copy."""
+        if not self.parallel:
+            return
+        with torch.no_grad():
+            for tensor in [*model.parameters(), *model.buffers()]:
+                torch.distributed.broadcast(tensor.data, src=0)
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model to train: DDP over several processes, the (already sharded) model under FSDP,

@@ -1,7 +1,7 @@
 """Evaluation shared among data-parallel processes.
 
-Under ``accelerate launch --multi_gpu`` every process ends a cell's training holding the whole
-unlearned model. The runner then evaluates it in all of them at once (:func:`shared_among`):
+Under ``accelerate launch`` every process ends a cell's training holding the whole unlearned
+model (DDP's replica; FSDP's shards gathered and broadcast into a whole copy in each). The runner then evaluates it in all of them at once (:func:`shared_among`):
 each batched pass over the model — likelihoods, greedy generation, GradNorm — runs every N-th
 of its batches in each process and gathers the per-item results, so every process returns what
 one process would, in about 1/N of the time. The batches are the ones one process runs (the
@@ -10,7 +10,7 @@ The lm-eval harness shares its documents the same way (``soul_bench.evaluate.har
 
 Passes that draw random numbers (sampled continuations) are not shared: each process draws the
 whole set with the same seed, as one process would. Outside :func:`shared_among` (one process,
-the baselines, probes, FSDP's gathered copy on the main process) nothing here does anything.
+the probes) nothing here does anything.
 """
 
 from __future__ import annotations
