@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import importlib.metadata
@@ -441,12 +442,14 @@ class Runner:
         of the model, each its share of the batches (``soul_bench.evaluate.sharing``)."""
         return shared_among(self.processes.rank, self.processes.world_size) if together else contextlib.nullcontext()
 
-    def evaluate_along(self, model, tokenizer, reference) -> None:
-        """A follower's part of :meth:`evaluate_into` (together): the same task evaluation and harness
-        calls, in the same order; the main process keeps the results."""
+    def evaluate_along(self, model, tokenizer, reference, probes: list[str]) -> None:
+        """A follower's part of :meth:`evaluate_into` and :meth:`run_probes` (together): the same
+        task evaluation, harness and probe calls, in the same order; the main process keeps the results."""
         with self.sharing(True):
             self.task.evaluate(model, tokenizer, self.fmt, self.data, reference, self.spec.eval_batch_size)
             self.run_harness(model, tokenizer)
+        for _ in self.probe_metrics(model, tokenizer, None, None, 0, reference, probes, together=True):
+            pass  # (the relearning attack, which needs the forget set, lr and seed, runs in the main process)
 
     def evaluate_into(self, record: dict, model, tokenizer, reference, own_reference: bool = False,
                       together: bool = False) -> dict:
@@ -512,13 +515,14 @@ class Runner:
             write_json_atomic(record_path(self.out, record["cell_id"]), reused)
             return reused
         self.console.print(f"Evaluating the {kind} model")
-        if self.evaluation_shared:  # the followers load it too and evaluate along
-            self.processes.send({"baseline": path, "reference": reference})
+        if self.evaluation_shared:  # the followers load it too and evaluate (and probe) along
+            self.processes.send({"baseline": path, "reference": reference, "probes": self.probes_of(kind)})
         model, tokenizer = self.load(path)
         record = self.evaluate_into(record, model, tokenizer, reference, own_reference=kind == "retain",
                                     together=self.evaluation_shared)
         if self.probes_of(kind):
-            self.run_probes(record, model, tokenizer, None, None, 0, reference, self.probes_of(kind))
+            self.run_probes(record, model, tokenizer, None, None, 0, reference, self.probes_of(kind),
+                            together=self.evaluation_shared)
         if cache:
             cache.put(record)
         return record
@@ -589,7 +593,8 @@ class Runner:
             return record
         record = self.evaluate_into(record, model, tokenizer, reference_items, together=together)
         if self.spec.probes:
-            self.run_probes(record, model, tokenizer, forget, optimizer_hp.get("lr"), seed, reference_items)
+            self.run_probes(record, model, tokenizer, forget, optimizer_hp.get("lr"), seed, reference_items,
+                            together=together)
         return record
 
     def unlearn(self, method_name: str, optimizer_name: str, seed: int, point: dict | None):
@@ -651,25 +656,41 @@ class Runner:
         return model, tokenizer, forget, result
 
     def run_probes(self, record: dict, model, tokenizer, forget, lr: float | None, seed: int, reference_items,
-                   names: list[str] | None = None) -> None:
+                   names: list[str] | None = None, together: bool = False) -> None:
         """Attack the model with each probe (default: all of the run's), evaluate the attacked
         copy with the task's own evaluation, add its metrics as ``<probe>/<metric>`` and rewrite
-        the record."""
+        the record. ``together``: the followers attack and evaluate along (:meth:`probe_metrics`)."""
+        for name, metrics, seconds in self.probe_metrics(model, tokenizer, forget, lr, seed, reference_items,
+                                                         names if names is not None else self.spec.probes, together):
+            record["metrics"].update({f"{name}/{key}": value for key, value in metrics.items()})
+            record["timings"][f"probe_{name}_s"] = seconds
+        write_json_atomic(record_path(self.out, record["cell_id"]), record)
+
+    def probe_metrics(self, model, tokenizer, forget, lr: float | None, seed: int, reference_items, names: list[str],
+                      together: bool = False):
+        """(probe, the attacked copy's metrics, seconds) for each probe in ``names``. ``together``:
+        every process runs this on its copy of the model and evaluates its share; the relearning
+        attack trains in the main process alone (a few steps, the one process's numbers), whose
+        weights then go to the others' copies."""
         if isinstance(model, torch.nn.Module) and hasattr(model, "merge_and_unload") and self.spec.lora:
             model = model.merge_and_unload()  # probes act on the plain weights
-        for name in names if names is not None else self.spec.probes:
+        for name in names:
             settings = self.probe_settings[name]
             tick = time.perf_counter()
             if name == "relearn":
-                attacked = relearned(model, forget, tokenizer.pad_token_id, settings, lr or 1e-5, seed)
+                if self.processes.is_main:
+                    attacked = relearned(model, forget, tokenizer.pad_token_id, settings, lr or 1e-5, seed)
+                else:
+                    attacked = copy.deepcopy(model)
+                if together:
+                    self.processes.broadcast_weights(attacked)
             else:
-                attacked = quantised(model, settings)
-            metrics, _ = self.task.evaluate(attacked, tokenizer, self.fmt, self.data, reference_items,
-                                            self.spec.eval_batch_size)
+                attacked = quantised(model, settings)  # the same rounding in every process
+            with self.sharing(together):
+                metrics, _ = self.task.evaluate(attacked, tokenizer, self.fmt, self.data, reference_items,
+                                                self.spec.eval_batch_size)
             del attacked
-            record["metrics"].update({f"{name}/{key}": value for key, value in metrics.items()})
-            record["timings"][f"probe_{name}_s"] = time.perf_counter() - tick
-        write_json_atomic(record_path(self.out, record["cell_id"]), record)
+            yield name, metrics, time.perf_counter() - tick
 
     # ------------------------------------------------------------ whole sweep
     def run(self) -> Path:
@@ -682,8 +703,8 @@ class Runner:
 
     def follow(self) -> Path:
         """A follower process: once the main process has the models ready, load them and do what
-        it sends — train a cell and (DDP) evaluate it along, or evaluate a baseline along; it
-        writes nothing (the main process keeps every result)."""
+        it sends — train a cell, or load a baseline, and evaluate and probe it along; it writes
+        nothing (the main process keeps every result)."""
         if self.processes.receive() is None:
             return self.out
         self.load_data_and_models()  # the main process prepared (cached) the embedded models already
@@ -691,13 +712,13 @@ class Runner:
         while (order := self.processes.receive()) is not None:
             if "baseline" in order:
                 model, tokenizer = self.load(order["baseline"])
-                self.evaluate_along(model, tokenizer, order["reference"])
+                self.evaluate_along(model, tokenizer, order["reference"], order["probes"])
             elif "reference" in order:
                 reference = order["reference"]
             else:
                 model, tokenizer, _, _ = self.unlearn(*order["cell"])
                 if self.evaluation_shared and self.processes.receive():
-                    self.evaluate_along(model, tokenizer, reference)
+                    self.evaluate_along(model, tokenizer, reference, self.spec.probes)
             model = None  # (the next model loads only once this one has gone)
         return self.out
 

@@ -373,7 +373,7 @@ def test_sophia_averages_its_hessian_estimate_over_processes(tmp_path, tokenizer
 
 
 MICRO = ["run", "--preset", "micro", "--methods", "ga,npo", "--optimizers", "adamw,sophia", "--steps", "3",
-         "--batch-size", "4", "--harness-limit", "6", "--no-progress"]
+         "--batch-size", "4", "--harness-limit", "6", "--probes", "quant,relearn", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -412,6 +412,7 @@ def test_accelerate_launch_with_two_processes_equals_one_process(tmp_path, one_p
             # order in which lm-eval averages its documents' scores
             assert record["metrics"].keys() == reference["metrics"].keys()
             assert "harness/tofu_mc/acc" in record["metrics"]
+            assert ("quant/forget/prob" in record["metrics"]) == (record["kind"] == "target")
             for key, value in record["metrics"].items():
                 assert value == (pytest.approx(reference["metrics"][key], rel=1e-12) if value is not None else None), key
             continue
@@ -421,7 +422,7 @@ def test_accelerate_launch_with_two_processes_equals_one_process(tmp_path, one_p
         # sampled GNB labels, differ by a little
         tight = record["method"] == "npo" and record["optimizer"] == "adamw"
         assert losses == pytest.approx(expected, rel=1e-5 if tight else 1e-2)
-        for key in ("forget/prob", "forget/truth_ratio", "retain/prob"):
+        for key in ("forget/prob", "forget/truth_ratio", "retain/prob", "quant/forget/prob", "relearn/forget/prob"):
             assert record["metrics"][key] == pytest.approx(reference["metrics"][key], rel=1e-4 if tight else 1e-2)
 
 

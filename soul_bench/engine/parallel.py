@@ -21,10 +21,10 @@ global token count); Hutchinson's u ⊙ (H·u) is linear in the loss, so the pro
 (the same u everywhere) are averaged (:meth:`Processes.average_`; DDP only — FSDP has no
 double backward).
 
-Process 0 (the *main* process) does everything else: it prepares or loads the models, runs the
-probes and writes every file; the others (*followers*) wait for it to send the
-next cell to train or baseline to evaluate (:meth:`Processes.send` / :meth:`Processes.receive`).
-Every process evaluates each model together with the others, each its share of the batches and
+Process 0 (the *main* process) does everything else: it prepares or loads the models and writes
+every file; the others (*followers*) wait for it to send the next cell to train or baseline to
+evaluate (:meth:`Processes.send` / :meth:`Processes.receive`). Every process evaluates each model
+(and each probe's attacked copy) together with the others, each its share of the batches and
 of the lm-eval documents (``soul_bench.evaluate.sharing``): under DDP on its replica, under FSDP on
 a whole copy that takes the trained weights gathered to the main process
 (:meth:`Processes.gather_weights`, then :meth:`Processes.broadcast_weights`).
@@ -44,8 +44,8 @@ import torch
 
 from soul_bench.errors import UserError
 
-# A follower waits in a broadcast while the main process runs the probes or prepares the embedded
-# models alone (relearning a 7B model can take an hour); the default timeout (10-30 min) would kill it there.
+# A follower waits in a broadcast while the main process prepares the embedded models or trains the
+# relearning probe alone (relearning a 7B model can take an hour); the default timeout (10-30 min) would kill it there.
 WAIT_FOR_MAIN = datetime.timedelta(hours=12)
 
 

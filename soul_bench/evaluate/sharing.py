@@ -9,8 +9,8 @@ same length-sorted order, the same size), so the numbers do not depend on the pr
 The lm-eval harness shares its documents the same way (``soul_bench.evaluate.harness``).
 
 Passes that draw random numbers (sampled continuations) are not shared: each process draws the
-whole set with the same seed, as one process would. Outside :func:`shared_among` (one process,
-the probes) nothing here does anything.
+whole set with the same seed, as one process would. Outside :func:`shared_among` (one process)
+nothing here does anything.
 """
 
 from __future__ import annotations
