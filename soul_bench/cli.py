@@ -252,9 +252,10 @@ def report(
     if out is not None and out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' is an existing file; give a folder for the report")
     try:
-        every_record = [r for d in run_dirs for r in load_records(d)]
+        loaded = [load_records(d) for d in run_dirs]
     except ValueError as exc:
         raise UserError(str(exc)) from exc
+    every_record = [r for records in loaded for r in records]
     if not every_record:
         raise UserError(f"no records in {', '.join(str(d / 'records') for d in run_dirs)}: nothing to report yet")
     known = set(registry.optimizers()) | {r["optimizer"] for r in every_record if isinstance(r.get("optimizer"), str)}
@@ -281,7 +282,7 @@ def report(
         paths = build_report(run_dirs, out, card.metrics, card.rank_by, title, tradeoff=card.tradeoff,
                              baseline_optimizer=baseline_optimizer, select_by=selection,
                              across_targets=across_targets, card_harness_tasks=card.harness_tasks,
-                             select_on_seeds=choose_on)
+                             select_on_seeds=choose_on, loaded=loaded)
     except ValueError as exc:  # LeaderboardError: corrupt record, mixed tasks/splits, bad names
         raise UserError(str(exc)) from exc
     console.print(summary_table(leaderboard_rows(paths.records, card.metrics, card.rank_by, select_by=selection,

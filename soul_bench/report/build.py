@@ -274,7 +274,8 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                  baseline_optimizer: str = "adamw", *, level: float = DEFAULT_LEVEL,
                  on_conflict: str = "first", figures_too: bool = True, select_by: Any = None,
                  across_targets: bool = False, only_cells: Collection[str] | None = None,
-                 card_harness_tasks: Collection[str] = (), select_on_seeds: Collection[int] | None = None) -> ReportPaths:
+                 card_harness_tasks: Collection[str] = (), select_on_seeds: Collection[int] | None = None,
+                 loaded: Sequence[Sequence[dict]] | None = None) -> ReportPaths:
     """Merge the records of ``run_dirs`` and write the report files (see the module docstring).
 
     ``metrics`` / ``rank_by`` / ``tradeoff`` come from the task card (``rank_by``: metric names or
@@ -290,7 +291,8 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     these cell ids (a sweep's own), not whatever else an output folder holds from earlier settings.
     ``card_harness_tasks``: the lm-eval tasks the card runs and reports in its own metrics (no
     automatic columns for them; ``Card.harness_tasks``). ``select_on_seeds``: choose each setting
-    on these seeds only and report it on the others (:mod:`soul_bench.report.tuning`).
+    on these seeds only and report it on the others (:mod:`soul_bench.report.tuning`). ``loaded``:
+    each run folder's records as the caller has read them already (``load_records``), not read again.
     """
     if on_conflict not in CONFLICT_POLICIES:
         raise LeaderboardError(f"on_conflict must be one of {', '.join(CONFLICT_POLICIES)}, got {on_conflict!r}")
@@ -302,8 +304,12 @@ def build_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     select_rule = rank_rule(rank_by if select_by is None else select_by, columns)
     tradeoff_axes(tradeoff, columns)  # fail on bad names before reading anything
 
-    sources = [(str(d), [r for r in lb.load_records(d) if only_cells is None or r.get("cell_id") in only_cells])
-               for d in run_dirs]
+    if loaded is None:
+        loaded = [lb.load_records(d) for d in run_dirs]
+    elif len(loaded) != len(run_dirs):
+        raise LeaderboardError(f"loaded: {len(loaded)} record lists for {len(run_dirs)} run folders")
+    sources = [(str(d), [r for r in records if only_cells is None or r.get("cell_id") in only_cells])
+               for d, records in zip(run_dirs, loaded)]
     records, conflicts, duplicates = merge_records(sources, across_targets)
     # lm-eval tasks the user added (not described by the card) get columns of their own
     metrics += harness_metric_descriptions(records, [column.name for column in columns], card_harness_tasks)

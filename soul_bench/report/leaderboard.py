@@ -235,9 +235,8 @@ def setting_rows(records: Iterable[Mapping], metrics: Iterable[Any], rank_by: An
             row = _build_row("unlearned", cell["method"], cell["optimizer"], recs, columns, level,
                              empty_status=f"skipped: the chosen setting has no seed other than the selection seeds ({seeds})")
             row.update({key: cell[key] for key in ("setting_id", "setting_values", "setting", "setting_keys",
-                                                   "n_settings", "setting_order", "selected", "chosen_on")})
-            if chosen_on_targets:
-                row["chosen_on_targets"] = chosen_on_targets
+                                                   "n_settings", "setting_order", "selected", "chosen_on",
+                                                   "chosen_on_targets") if key in cell})
             row["held_out"] = True
             reported.append(row)
     return baselines + cells + reported
