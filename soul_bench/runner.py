@@ -23,7 +23,7 @@ from rich.console import Console
 from soul_bench import registry
 from soul_bench.data import IGNORE_INDEX, encode_rows
 from soul_bench.engine.loop import LoopSettings, reference_nll_table, run_loop, run_one_shot, uses_autocast
-from soul_bench.engine.lora import AdaptersDisabled, apply_lora, lora_config
+from soul_bench.engine.lora import AdaptersDisabled, apply_lora, check_lora_fits, lora_config
 from soul_bench.engine.refusals import with_refusals
 from soul_bench.engine.optimizers import build_optimizer, optimizer_defaults, weight_decay_groups
 from soul_bench.engine.parallel import Processes
@@ -286,6 +286,8 @@ class Runner:
         if "target" not in self.baseline_paths:
             raise UserError(f"task '{self.task.name}': no target model (baseline 'target' has no embedded stage or flag)")
         self.target_path, self.retain_path = self.baseline_paths["target"], self.baseline_paths.get("retain")
+        if self.spec.lora:
+            check_lora_fits(self.target_path, self.spec.lora)
         # which weights, not only which path: records of other weights are other cells
         if self.processes.is_main:
             self.weights = {kind: weights_fingerprint(path) for kind, path in self.baseline_paths.items()}

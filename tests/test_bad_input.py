@@ -63,6 +63,8 @@ CONFIG_CASES = [
     # LoRA settings peft would reject only once the model is loaded (after the baselines)
     ({"lora": {"r": 0}}, "r (the adapters' rank) must be an integer >= 1, got 0"),
     ({"lora": {"rr": 4}}, "bad LoRA setting (LoraConfig.__init__() got an unexpected keyword argument 'rr')"),
+    # ... and target modules the model lacks, found on its skeleton before the baselines
+    ({"lora": {"target_modules": ["qq_proj"]}}, "bad LoRA setting for this model: Target modules {'qq_proj'} not found"),
 ]
 
 

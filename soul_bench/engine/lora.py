@@ -35,6 +35,22 @@ def apply_lora(model, options: dict):
         raise UserError(f"bad LoRA setting for this model: {str(exc).splitlines()[0]}") from exc
 
 
+def check_lora_fits(model_path: str, options: dict) -> None:
+    """Adapters whose ``target_modules`` name no module of the model at ``model_path`` are one line
+    now, not after the baselines when the first cell loads the model: checked on the model's
+    skeleton (built from its config on the meta device, no weights read). A model whose config
+    cannot be read here is left to the loader, which says what is wrong."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(model_path)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config)
+    except Exception:  # noqa: BLE001 — not this check's to report (hub offline, custom code, ...)
+        return
+    apply_lora(skeleton, options)
+
+
 class AdaptersDisabled(torch.nn.Module):
     """The base model under a peft wrapper, as a frozen reference: every call runs the wrapped
     model with its adapters disabled and without gradients. It shares the wrapped model's
