@@ -719,7 +719,7 @@ class Runner:
                 reference = order["reference"]
             else:
                 model, tokenizer, _, _ = self.unlearn(*order["cell"])
-                if self.evaluation_shared and self.processes.receive():
+                if self.processes.receive():  # False: the cell failed, nothing to evaluate
                     self.evaluate_along(model, tokenizer, reference, self.spec.probes)
             model = None  # (the next model loads only once this one has gone)
         return self.out
