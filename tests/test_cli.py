@@ -136,17 +136,19 @@ def test_harness_can_be_switched_off(tmp_path, capsys):
 
 def test_a_lora_sweep_trains_adapters_and_records_the_setting(tmp_path, capsys):
     """A config's lora: the target's skeleton passes the adapters' check, the cell trains them
-    (NPO's reference is the base with adapters off) and its record keeps the setting."""
+    (NPO's reference is the base with adapters off), its record keeps the setting, and the
+    relearning probe attacks the merged weights."""
     config = tmp_path / "lora.yaml"
     config.write_text("lora: {r: 4, target_modules: [q_proj, v_proj]}\n")
     out = tmp_path / "out"
     code, _, err = run_cli(["run", "--methods", "npo", "--optimizers", "adamw", "--harness-tasks", "", "--config", config,
-                            "--out", out, *MICRO], capsys)
+                            "--probes", "relearn", "--out", out, *MICRO], capsys)
     assert code == 0, err
     cell = next(r for r in map(lambda p: json.loads(p.read_text()), (out / "records").glob("*.json"))
                 if r["kind"] == "unlearned")
     assert cell["status"] == "ok" and cell["spec"]["hparams"]["lora"] == {"r": 4, "target_modules": ["q_proj", "v_proj"]}
     assert cell["train_log"] and cell["metrics"]["forget/prob"] is not None
+    assert cell["metrics"]["relearn/forget/prob"] is not None
 
 
 def test_report_rebuilds_leaderboard_from_records(micro_run, capsys):

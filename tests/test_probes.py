@@ -58,6 +58,21 @@ def test_relearning_lowers_the_held_items_loss_on_a_copy():
         assert mean_token_nll(model, batch).item() == pytest.approx(before)  # the original is untouched
 
 
+def test_relearning_trains_every_weight_even_of_a_frozen_model():
+    """RMU leaves all but three MLPs frozen and a merged LoRA model is frozen whole: the attack
+    fine-tunes the copy's every weight all the same, and the original keeps its flags."""
+    from soul_bench.data import PromptFormat, encode_qa
+
+    model, tokenizer = _tiny_llama()
+    model.requires_grad_(False)
+    encoded = [encode_qa(tokenizer, PromptFormat(), "who wrote it?", "Ada Lovelace wrote it in Lisbon.")] * 4
+    attacked = relearned(model, encoded, tokenizer.pad_token_id, RelearnSettings(steps=2, fraction=0.5), lr=1e-2, seed=0)
+    before, after = dict(model.named_parameters()), dict(attacked.named_parameters())
+    changed = [name for name in before if not torch.equal(before[name], after[name])]
+    assert "model.layers.0.self_attn.q_proj.weight" in changed and "model.embed_tokens.weight" in changed
+    assert not any(p.requires_grad for p in model.parameters())
+
+
 def test_probes_reach_the_records_and_the_leaderboard(tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = run_cli(["run", "--methods", "ga", "--optimizers", "adamw", "--probes", "relearn,quant",

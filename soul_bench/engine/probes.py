@@ -72,7 +72,9 @@ def probe_settings(name: str, options: dict | None):
 
 def relearned(model, forget_encoded, pad_id: int, settings: RelearnSettings, lr: float, seed: int):
     """A copy of ``model`` fine-tuned (plain CE, AdamW, constant LR, no warm-up) for
-    ``settings.steps`` steps on ``settings.fraction`` of the forget examples."""
+    ``settings.steps`` steps on ``settings.fraction`` of the forget examples. Every weight of the
+    copy trains, whatever the unlearning trained: the attacker holds the weights and does not know
+    which layers a method changed (RMU trains three MLPs; a LoRA cell's merged weights were frozen)."""
     from soul_bench.engine.loop import LoopSettings, run_loop
     from soul_bench.engine.methods import FineTune
 
@@ -80,8 +82,8 @@ def relearned(model, forget_encoded, pad_id: int, settings: RelearnSettings, lr:
     order = torch.randperm(len(forget_encoded), generator=generator).tolist()
     held = [forget_encoded[i] for i in order[: max(1, math.ceil(settings.fraction * len(forget_encoded)))]]
     attacked = copy.deepcopy(model)
-    params = [p for p in attacked.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr or lr, weight_decay=0.0)
+    attacked.requires_grad_(True)
+    optimizer = torch.optim.AdamW(attacked.parameters(), lr=settings.lr or lr, weight_decay=0.0)
     loop = LoopSettings(steps=settings.steps, batch_size=settings.batch_size, schedule="constant", warmup_ratio=0.0,
                         seed=seed)
     result = run_loop(attacked, FineTune(), optimizer, held, loop, pad_id, description="probe: relearn",
