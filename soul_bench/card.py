@@ -363,9 +363,12 @@ def yaml_error_line(exc: yaml.YAMLError) -> str:
 def read_yaml_mapping(path: Path | str, what: str, contents: str = "a mapping") -> dict:
     """A YAML file that must hold a mapping (a task card, a run config): one clear line otherwise."""
     try:
-        raw = load_yaml(Path(path).read_text()) or {}
+        raw = load_yaml(Path(path).read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{what} '{path}' is not valid YAML: {yaml_error_line(exc)}") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{what} '{path}' is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                        "save it as UTF-8") from exc
     if not isinstance(raw, dict):
         raise UserError(f"{what} '{path}' must be {contents}")
     return raw

@@ -15,12 +15,13 @@ from rich.table import Table
 
 from soul_bench.card import check_held_out
 from soul_bench.errors import ModelCheckError, UserError
-from soul_bench.spec import build_spec, split_csv
+from soul_bench.spec import MAX_SEED, build_spec, split_csv
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="soul-bench: benchmark LLM unlearning methods × optimisers (first vs second order).")
 console = Console()
 
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C (128 + SIGINT)
 TASKS_DIR_HELP = "extra folder of task plugins (each sub-folder with a task.yaml); also $SOUL_BENCH_TASKS_PATH"
 SELECT_ON_SEEDS_HELP = ("choose each (method, optimiser)'s setting on these seeds only, e.g. 0, and report it on the "
                         "other seeds, which the choice never saw (default: the same seeds choose and report)")
@@ -251,6 +252,10 @@ def report(
             raise UserError(f"'{run_dir}' has no records/ folder; give the --out folder of a soul-bench run")
     if out is not None and out.exists() and not out.is_dir():
         raise UserError(f"--out '{out}' is an existing file; give a folder for the report")
+    inside = next((d for d in run_dirs if out is not None and (d / "records").resolve() in [out.resolve(), *out.resolve().parents]), None)
+    if inside is not None:
+        raise UserError(f"--out '{out}' lies in the records/ folder of '{inside}', which holds records only; give the run "
+                        "folder itself or another folder")
     try:
         loaded = [load_records(d) for d in run_dirs]
     except ValueError as exc:
@@ -261,13 +266,16 @@ def report(
     known = set(registry.optimizers()) | {r["optimizer"] for r in every_record if isinstance(r.get("optimizer"), str)}
     if baseline_optimizer not in known:  # else an empty FO-vs-SO table, silently
         raise UserError(f"--baseline-optimizer: unknown optimizer '{baseline_optimizer}'; valid: {', '.join(sorted(known))}")
+    named = sorted({str(r.get("task")) for r in every_record if r.get("task")})
     if task is None:  # each record names its task: use that task's card
-        named = sorted({str(r.get("task")) for r in every_record if r.get("task")})
         if len(named) > 1:
             raise UserError(f"the records belong to several tasks ({', '.join(named)}); report one task at a time "
                             "(give the run folders of one task, or --task NAME)")
         task = named[0] if named else "tofu"
     card = registry.load_task(task, tasks_dir).card
+    if named and task not in named:  # another card's columns would show the records as empty
+        raise UserError(f"--task {task}: the records are of task {', '.join(named)}; leave --task out (the records name "
+                        f"their task) or give the run folders of task {task}")
     selection = card.selection_rule(select_by)
     choose_on = _seed_list(select_on_seeds, "--select-on-seeds")
     if choose_on is not None:
@@ -394,6 +402,9 @@ def _seed_list(text: str | None, what: str) -> list[int] | None:
     seeds = [_int(part, f"{what} seed") for part in split_csv(text)]
     if not seeds:
         raise UserError(f"{what} names no seed; give comma-separated integers, e.g. 0 or 0,1")
+    wrong = next((s for s in seeds if not 0 <= s <= MAX_SEED), None)
+    if wrong is not None:
+        raise UserError(f"{what}: seed {wrong} is out of range; valid: 0 to {MAX_SEED}")
     return seeds
 
 
@@ -406,7 +417,13 @@ def _int(text: str, what: str) -> int:
 
 def main() -> None:
     try:
-        app(standalone_mode=False, prog_name="soul-bench")  # also under `python -m soul_bench.cli`
+        # also under `python -m soul_bench.cli`; typer turns Ctrl-C into a returned 130 here
+        code = app(standalone_mode=False, prog_name="soul-bench")
+        if code == INTERRUPTED:
+            Console(stderr=True).print("interrupted: finished cells are kept; run the same command again to resume",
+                                       highlight=False, soft_wrap=True)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except UserError as exc:
         Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -39,7 +39,8 @@ def record_path(out_dir: Path, cell_id: str) -> Path:
 
 
 def finished_record(out_dir: Path, cell_id: str) -> dict | None:
-    """The record of a cell that already finished (status ok or skipped), else None — failed cells rerun."""
+    """The record of a cell that already finished (status ok or skipped, and every probe it asked
+    for in it), else None — failed cells, and cells stopped while their probes ran, rerun."""
     path = record_path(out_dir, cell_id)
     if not path.exists():
         return None
@@ -47,7 +48,7 @@ def finished_record(out_dir: Path, cell_id: str) -> dict | None:
         record = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-    return record if record.get("status") in ("ok", "skipped") else None
+    return record if record.get("status") in ("ok", "skipped") and not record.get("probes_pending") else None
 
 
 def recorded_tasks(out_dir: Path) -> set[str]:

@@ -520,6 +520,8 @@ class Runner:
         if self.evaluation_shared:  # the followers load it too and evaluate (and probe) along
             self.processes.send({"baseline": path, "reference": reference, "probes": self.probes_of(kind)})
         model, tokenizer = self.load(path)
+        if self.probes_of(kind):  # until they are in, the record is not finished (a resume redoes it)
+            record["probes_pending"] = self.probes_of(kind)
         record = self.evaluate_into(record, model, tokenizer, reference, own_reference=kind == "retain",
                                     together=self.evaluation_shared)
         if self.probes_of(kind):
@@ -593,6 +595,8 @@ class Runner:
             record.update(status="failed", error=result.failure, metrics={}, environment=self.environment())
             write_json_atomic(record_path(self.out, record["cell_id"]), record)
             return record
+        if self.spec.probes:  # until they are in, the record is not finished (a resume redoes the cell)
+            record["probes_pending"] = list(self.spec.probes)
         record = self.evaluate_into(record, model, tokenizer, reference_items, together=together)
         if self.spec.probes:
             self.run_probes(record, model, tokenizer, forget, optimizer_hp.get("lr"), seed, reference_items,
@@ -666,6 +670,7 @@ class Runner:
                                                          names if names is not None else self.spec.probes, together):
             record["metrics"].update({f"{name}/{key}": value for key, value in metrics.items()})
             record["timings"][f"probe_{name}_s"] = seconds
+        record.pop("probes_pending", None)
         write_json_atomic(record_path(self.out, record["cell_id"]), record)
 
     def probe_metrics(self, model, tokenizer, forget, lr: float | None, seed: int, reference_items, names: list[str],

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from soul_bench.card import check_held_out, read_yaml_mapping
 from soul_bench.errors import UserError
 
+MAX_SEED = 2**32 - 1  # the random generators seeded with a run's seeds (torch, numpy) take 0 … 2**32 − 1
+
 
 class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -98,10 +100,9 @@ class SweepSpec(BaseModel):
     @field_validator("seeds", "select_on_seeds")
     @classmethod
     def _seed_range(cls, value: list[int] | None) -> list[int] | None:
-        # the random generators seeded with it (torch, numpy) take 0 … 2**32 − 1
-        bad = [seed for seed in value or () if not 0 <= seed < 2**32]
+        bad = [seed for seed in value or () if not 0 <= seed <= MAX_SEED]
         if bad:
-            raise ValueError(f"seed {bad[0]} is out of range; valid: integers from 0 to {2**32 - 1}")
+            raise ValueError(f"seed {bad[0]} is out of range; valid: integers from 0 to {MAX_SEED}")
         return value
 
     @field_validator("methods", "optimizers")
@@ -164,6 +165,8 @@ def build_spec(config_file: Path | None, overrides: dict[str, Any]) -> SweepSpec
     """Merge a YAML config with CLI overrides (None = not given) into a validated SweepSpec."""
     values: dict[str, Any] = {}
     if config_file is not None:
+        if Path(config_file).is_dir():
+            raise UserError(f"config file '{config_file}' is a folder; give a YAML file of run settings")
         if not Path(config_file).is_file():
             raise UserError(f"config file '{config_file}' does not exist")
         values = read_yaml_mapping(config_file, "config file", "a mapping of run settings")

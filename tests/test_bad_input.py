@@ -32,7 +32,7 @@ FLAG_CASES = [
     (["--methods", "graddiff", "--hparam", "graddiff.retain_weight=-0.5"], "graddiff.retain_weight must be >= 0"),
     (["--methods", "rmu", "--hparam", "rmu.layer=-2"], "rmu.layer must be >= 0"),
     (["--eval-batch-size", "0"], "bad setting 'eval_batch_size'"),
-    (["--seeds", "99999999999999999999"], "bad setting 'seeds': seed 99999999999999999999 is out of range; valid"),
+    (["--seeds", "99999999999999999999"], "--seeds: seed 99999999999999999999 is out of range; valid: 0 to 4294967295"),
     (["--seeds", "0,-1"], "seed -1 is out of range"),
     (["--lr", "-1e-4"], "optimizer 'adamw': Invalid learning rate: -0.0001"),
     (["--lr", "0"], "optimizer 'adamw': lr 0 changes no weight"),
@@ -164,6 +164,8 @@ REPORT_CASES = [
     ("record of an unsupported schema", lambda t: [_run_with_record(t, '{"schema": 99, "task": "tofu"}')],
      "record schema 99 is not supported"),
     ("unknown --task", lambda t: [_run_with_record(t, '{"schema": 1, "task": "tofu"}'), "--task", "nope"], "unknown task 'nope'"),
+    ("--task of other records", lambda t: [_run_with_record(t, '{"schema": 1, "task": "tofu"}'), "--task", "wmdp"],
+     "--task wmdp: the records are of task tofu"),
 ]
 
 
@@ -185,6 +187,38 @@ def test_bad_report_input_is_one_line_and_writes_nothing(tmp_path, capsys, name,
     code, _, err = run_cli(["report", *args(tmp_path), "--out", out], capsys)
     _assert_one_line_error(code, err, expected)
     assert not out.exists()
+
+
+def test_report_out_inside_a_records_folder_is_refused(tmp_path, capsys):
+    """The report's files would land among the records, which every later report reads."""
+    run = _run_with_record(tmp_path, '{"schema": 1, "task": "tofu"}')
+    code, _, err = run_cli(["report", run, "--out", run / "records" / "report"], capsys)
+    _assert_one_line_error(code, err, "lies in the records/ folder of")
+    assert [p.name for p in (run / "records").iterdir()] == ["cell.json"]
+
+
+def test_a_config_that_is_a_folder_or_not_utf8_is_one_line(tmp_path, capsys):
+    (tmp_path / "configs").mkdir()
+    code, _, err = run_cli([*BASE, "--out", tmp_path / "out", "--config", tmp_path / "configs"], capsys)
+    _assert_one_line_error(code, err, "configs' is a folder; give a YAML file")
+    (tmp_path / "latin1.yaml").write_bytes(b"methods: [ga]\n\xff\xfe bad: 1\n")
+    code, _, err = run_cli([*BASE, "--out", tmp_path / "out", "--config", tmp_path / "latin1.yaml"], capsys)
+    _assert_one_line_error(code, err, "latin1.yaml' is not UTF-8 text (byte 14")
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_exits_130_with_a_line_on_resuming(tmp_path, capsys, monkeypatch):
+    """typer turns KeyboardInterrupt into a returned 130, which the CLI used to drop (exit 0):
+    `soul-bench run … && soul-bench report …` then went on after an interrupt."""
+    import soul_bench.runner
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(soul_bench.runner.Runner, "run", interrupted)
+    code, _, err = run_cli([*BASE, "--out", tmp_path / "out"], capsys)
+    assert code == 130
+    assert "interrupted: finished cells are kept; run the same command again to resume" in err
 
 
 def test_report_out_naming_a_file_is_one_line(tmp_path, capsys):

@@ -99,3 +99,33 @@ def test_bad_probe_input_is_one_line(tmp_path, capsys, flags, message):
     code, _, err = run_cli(["run", *flags, "--out", tmp_path / "out", *MICRO], capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cell_stopped_while_its_probes_run_is_not_finished_and_reruns(tmp_path, capsys, monkeypatch):
+    """The record is written after the evaluation, before the probes: stopped there, it says which
+    probes are pending, and a resume redoes the cell instead of skipping it without them."""
+    import soul_bench.runner
+
+    calls = []
+
+    def broken(model, settings):  # the target's quantisation passes, the unlearned cell's stops the run
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("stopped while probing")
+        return quantised(model, settings)
+
+    out = tmp_path / "out"
+    args = ["run", "--methods", "ga", "--optimizers", "adamw", "--probes", "quant", "--out", out, *MICRO]
+    monkeypatch.setattr(soul_bench.runner, "quantised", broken)
+    with pytest.raises(RuntimeError, match="stopped while probing"):
+        run_cli(args, capsys)
+    written = {r["kind"]: r for r in (json.loads(p.read_text()) for p in (out / "records").glob("*.json"))}
+    assert written["unlearned"]["probes_pending"] == ["quant"] and written["unlearned"]["status"] == "ok"
+    assert "probes_pending" not in written["target"]
+    monkeypatch.undo()
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "finished before, skipped" not in stdout
+    for record in (json.loads(p.read_text()) for p in (out / "records").glob("*.json")):
+        assert "probes_pending" not in record
+        assert ("quant/forget_quality" in record["metrics"]) == (record["kind"] != "retain")

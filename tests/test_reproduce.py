@@ -42,6 +42,12 @@ def test_unknown_suite_is_a_user_error(capsys):
     assert code == 2 and "unknown reference suite 'nightly'; valid: embedded" in err
 
 
+@pytest.mark.parametrize("flag", ["--prepare-seeds", "--seeds"])
+def test_a_negative_seed_is_refused_before_any_work(capsys, flag):
+    code, _, err = run_cli(["reproduce", "--task", "tofu", flag, "0,-1"], capsys)
+    assert code == 2 and f"{flag}: seed -1 is out of range; valid: 0 to 4294967295" in err
+
+
 def test_reference_probes_come_from_the_card_or_the_flag(monkeypatch, capsys):
     """The card's `reference.probes` (here overridden by --probes) reach every run of the sweep;
     an unknown probe is one line and exit 2 before any work."""

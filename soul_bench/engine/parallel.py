@@ -14,10 +14,10 @@ the processes' losses — exactly one process's loss for losses that are a mean 
 (NPO, SimNPO, IDK's sequence terms), and the mean of per-process token means for a token-mean
 cross-entropy (a difference of the order of the spread in answer lengths).
 
-Sophia's Hessian estimate is one estimate over the global batch, as one process would make it:
-Gauss-Newton-Bartlett averages the processes' sampled-label gradients, each weighted by its
-share of the batch's answer tokens, before squaring (:meth:`Processes.gradients`; N = the
-global token count); Hutchinson's u ⊙ (H·u) is linear in the loss, so the processes' estimates
+Sophia's Hessian estimate is one estimate over the global batch: Gauss-Newton-Bartlett averages
+the processes' sampled-label gradients, each weighted by its share of the batch's answer tokens,
+before squaring (:meth:`Processes.gradients`; N = the global token count) — each process samples
+its rows' labels from its own random stream, so the estimate is another draw than one process's; Hutchinson's u ⊙ (H·u) is linear in the loss, so the processes' estimates
 (the same u everywhere) are averaged (:meth:`Processes.average_`; DDP only — FSDP has no
 double backward).
 
