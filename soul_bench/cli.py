@@ -245,17 +245,17 @@ def report(
     from soul_bench.report.build import build_report
     from soul_bench.report.leaderboard import leaderboard_rows, load_records, summary_table
 
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is an existing file; give a folder for the report")
     for run_dir in run_dirs:
         if not run_dir.exists():
             raise UserError(f"run folder '{run_dir}' does not exist; give the --out folder of a soul-bench run")
-        if not (run_dir / "records").is_dir():
+        records = (run_dir / "records").resolve()
+        if not records.is_dir():
             raise UserError(f"'{run_dir}' has no records/ folder; give the --out folder of a soul-bench run")
-    if out is not None and out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' is an existing file; give a folder for the report")
-    inside = next((d for d in run_dirs if out is not None and (d / "records").resolve() in [out.resolve(), *out.resolve().parents]), None)
-    if inside is not None:
-        raise UserError(f"--out '{out}' lies in the records/ folder of '{inside}', which holds records only; give the run "
-                        "folder itself or another folder")
+        if out is not None and records in (out.resolve(), *out.resolve().parents):  # later reports would read the files
+            raise UserError(f"--out '{out}' lies in the records/ folder of '{run_dir}', which holds records only; give "
+                            "the run folder itself or another folder")
     try:
         loaded = [load_records(d) for d in run_dirs]
     except ValueError as exc:

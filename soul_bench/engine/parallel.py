@@ -17,9 +17,9 @@ cross-entropy (a difference of the order of the spread in answer lengths).
 Sophia's Hessian estimate is one estimate over the global batch: Gauss-Newton-Bartlett averages
 the processes' sampled-label gradients, each weighted by its share of the batch's answer tokens,
 before squaring (:meth:`Processes.gradients`; N = the global token count) — each process samples
-its rows' labels from its own random stream, so the estimate is another draw than one process's; Hutchinson's u ⊙ (H·u) is linear in the loss, so the processes' estimates
-(the same u everywhere) are averaged (:meth:`Processes.average_`; DDP only — FSDP has no
-double backward).
+its rows' labels from its own random stream, so the estimate is another draw than one process's;
+Hutchinson's u ⊙ (H·u) is linear in the loss, so the processes' estimates (the same u everywhere)
+are averaged (:meth:`Processes.average_`; DDP only — FSDP has no double backward).
 
 Process 0 (the *main* process) does everything else: it prepares or loads the models and writes
 every file; the others (*followers*) wait for it to send the next cell to train or baseline to
@@ -44,8 +44,8 @@ import torch
 
 from soul_bench.errors import UserError
 
-# A follower waits in a broadcast while the main process prepares the embedded models or trains the
-# relearning probe alone (relearning a 7B model can take an hour); the default timeout (10-30 min) would kill it there.
+# A follower waits in a broadcast while the main process works alone (preparing the embedded models,
+# training the relearning probe); the default timeout (10-30 min) would kill it there.
 WAIT_FOR_MAIN = datetime.timedelta(hours=12)
 
 

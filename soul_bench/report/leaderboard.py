@@ -224,6 +224,8 @@ def setting_rows(records: Iterable[Mapping], metrics: Iterable[Any], rank_by: An
         return baselines + cells
     seeds = ", ".join(str(s) for s in sorted(choose_on, key=str))
     chosen_on_targets = _selection_targets(records, groups)
+    copied = ("setting_id", "setting_values", "setting", "setting_keys", "n_settings", "setting_order", "selected",
+              "chosen_on") + (("chosen_on_targets",) if chosen_on_targets else ())
     reported = []
     for cell in cells:
         cell["selection_only"] = True
@@ -234,9 +236,7 @@ def setting_rows(records: Iterable[Mapping], metrics: Iterable[Any], rank_by: An
             recs = held_out.get(("unlearned", cell["method"], cell["optimizer"], cell["setting_id"]), [])
             row = _build_row("unlearned", cell["method"], cell["optimizer"], recs, columns, level,
                              empty_status=f"skipped: the chosen setting has no seed other than the selection seeds ({seeds})")
-            row.update({key: cell[key] for key in ("setting_id", "setting_values", "setting", "setting_keys",
-                                                   "n_settings", "setting_order", "selected", "chosen_on",
-                                                   "chosen_on_targets") if key in cell})
+            row.update({key: cell[key] for key in copied})
             row["held_out"] = True
             reported.append(row)
     return baselines + cells + reported
